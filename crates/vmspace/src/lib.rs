@@ -1,0 +1,2 @@
+//! vmspace: a virtual-memory subsystem in user space whose page faults do not
+//! serialize on one address-space-wide lock.
