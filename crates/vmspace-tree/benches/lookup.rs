@@ -1,1 +1,171 @@
-fn main() {}
+//! Lookup and write cost of the range tree, side by side with the usual
+//! alternatives, in one run:
+//!
+//! * `btreemap`: `std::collections::BTreeMap` read without any lock (the speed
+//!   limit: no synchronization at all, so it cannot be written concurrently);
+//! * `rwlock-btreemap`: the same behind `parking_lot::RwLock` (every reader
+//!   writes the lock word);
+//! * `skiplist`: `crossbeam_skiplist::SkipMap`;
+//! * `vmspace-tree`: `RangeTree::find` with one epoch pin per lookup.
+//!
+//! Ranges are `[16 i, 16 i + 8)`; lookups hit random addresses (half of them in
+//! gaps). Times are per lookup per thread, with 1 and 2 threads each doing the
+//! same number of lookups at once.
+//!
+//! Run: `cargo bench -p vmspace-tree --bench lookup`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use crossbeam_skiplist::SkipMap;
+use parking_lot::RwLock;
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vmspace_tree::{pin, RangeTree};
+
+const SIZES: [u64; 3] = [1_000, 100_000, 1_000_000];
+
+trait Lookup: Send + Sync + 'static {
+    fn lookup(&self, addr: u64) -> Option<u64>;
+}
+
+struct Plain(BTreeMap<u64, (u64, u64)>);
+impl Lookup for Plain {
+    fn lookup(&self, addr: u64) -> Option<u64> {
+        let (_, &(end, v)) = self.0.range(..=addr).next_back()?;
+        (addr < end).then_some(v)
+    }
+}
+
+struct Locked(RwLock<BTreeMap<u64, (u64, u64)>>);
+impl Lookup for Locked {
+    fn lookup(&self, addr: u64) -> Option<u64> {
+        let map = self.0.read();
+        let (_, &(end, v)) = map.range(..=addr).next_back()?;
+        (addr < end).then_some(v)
+    }
+}
+
+struct Skip(SkipMap<u64, (u64, u64)>);
+impl Lookup for Skip {
+    fn lookup(&self, addr: u64) -> Option<u64> {
+        let e = self.0.upper_bound(std::ops::Bound::Included(&addr))?;
+        let (end, v) = *e.value();
+        (addr < end).then_some(v)
+    }
+}
+
+struct Tree(RangeTree<u64>);
+impl Lookup for Tree {
+    fn lookup(&self, addr: u64) -> Option<u64> {
+        let g = pin();
+        self.0.find(addr, &g).map(|e| *e.value)
+    }
+}
+
+fn ranges(n: u64) -> impl Iterator<Item = (u64, u64, u64)> {
+    (0..n).map(|i| (16 * i, 16 * i + 8, i))
+}
+
+fn build(kind: &str, n: u64) -> Arc<dyn Lookup> {
+    match kind {
+        "btreemap" => Arc::new(Plain(ranges(n).map(|(s, e, v)| (s, (e, v))).collect())),
+        "rwlock-btreemap" => Arc::new(Locked(RwLock::new(
+            ranges(n).map(|(s, e, v)| (s, (e, v))).collect(),
+        ))),
+        "skiplist" => {
+            let m = SkipMap::new();
+            for (s, e, v) in ranges(n) {
+                m.insert(s, (e, v));
+            }
+            Arc::new(Skip(m))
+        }
+        _ => {
+            let (t, mut w) = RangeTree::new();
+            for (s, e, v) in ranges(n) {
+                t.store(&mut w, s, e, v).unwrap();
+            }
+            Arc::new(Tree(t))
+        }
+    }
+}
+
+/// Wall time for each of `threads` threads to do `iters` lookups at once,
+/// divided by `iters`: the per-call time a thread sees.
+fn timed(map: &Arc<dyn Lookup>, n: u64, threads: usize, iters: u64) -> Duration {
+    let barrier = Arc::new(std::sync::Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (map, barrier) = (map.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut rng = SmallRng::seed_from_u64(t as u64 + 1);
+                let addrs: Vec<u64> = (0..4096).map(|_| rng.gen_range(0..16 * n)).collect();
+                barrier.wait();
+                let start = Instant::now();
+                for i in 0..iters {
+                    black_box(map.lookup(addrs[i as usize & 4095]));
+                }
+                start.elapsed()
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+}
+
+fn lookups(c: &mut Criterion) {
+    for n in SIZES {
+        let mut group = c.benchmark_group(format!("lookup/{n}"));
+        group.warm_up_time(Duration::from_millis(500));
+        group.measurement_time(Duration::from_secs(2));
+        group.sample_size(20);
+        for kind in ["btreemap", "rwlock-btreemap", "skiplist", "vmspace-tree"] {
+            let map = build(kind, n);
+            for threads in [1, 2] {
+                group.bench_with_input(BenchmarkId::new(kind, threads), &threads, |b, &t| {
+                    b.iter_custom(|iters| timed(&map, n, t, iters))
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+/// Store then erase one small range in a populated structure: the write cost.
+fn writes(c: &mut Criterion) {
+    for n in [1_000u64, 100_000] {
+        let mut group = c.benchmark_group(format!("write/{n}"));
+        group.warm_up_time(Duration::from_millis(500));
+        group.measurement_time(Duration::from_secs(2));
+        group.sample_size(20);
+        let mut rng = SmallRng::seed_from_u64(7);
+        let addrs: Vec<u64> = (0..4096).map(|_| 16 * rng.gen_range(0..n) + 9).collect();
+        let mut map: BTreeMap<u64, (u64, u64)> =
+            ranges(n).map(|(s, e, v)| (s, (e, v))).collect();
+        let mut i = 0;
+        group.bench_function("btreemap insert+remove", |b| {
+            b.iter(|| {
+                let a = addrs[i & 4095];
+                i += 1;
+                map.insert(a, (a + 4, 1));
+                black_box(map.remove(&a));
+            })
+        });
+        let (tree, mut w) = RangeTree::new();
+        for (s, e, v) in ranges(n) {
+            tree.store(&mut w, s, e, v).unwrap();
+        }
+        group.bench_function("vmspace-tree store+erase", |b| {
+            b.iter(|| {
+                let a = addrs[i & 4095];
+                i += 1;
+                tree.store(&mut w, a, a + 4, 1).unwrap();
+                tree.erase(&mut w, a, a + 4).unwrap();
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, lookups, writes);
+criterion_main!(benches);

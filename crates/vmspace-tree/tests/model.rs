@@ -1,3 +1,4 @@
+#![cfg(not(loom))]
 //! Property test: random sequences of writes and reads against a simple model
 //! (a `BTreeMap` of ranges), checking every result and the tree's structural
 //! invariants after each write.
