@@ -1,1 +1,29 @@
-fn main() {}
+//! The `vmspace` command line: one subcommand per tool. Each subcommand lives
+//! in its own module with an `Args` struct and a `main(args) -> ExitCode`;
+//! adding one is a module, an enum variant and a match arm.
+
+mod replay;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// vmspace: a user-space virtual-memory subsystem, and its tools.
+#[derive(Debug, Parser)]
+#[command(name = "vmspace", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run vmscript files and print one result line per operation.
+    Replay(replay::Args),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Replay(args) => replay::main(args),
+    }
+}

@@ -41,11 +41,23 @@ pub struct Prot {
 
 impl Prot {
     /// No access at all (`---`).
-    pub const NONE: Prot = Prot { read: false, write: false, exec: false };
+    pub const NONE: Prot = Prot {
+        read: false,
+        write: false,
+        exec: false,
+    };
     /// Read-only (`r--`).
-    pub const READ: Prot = Prot { read: true, write: false, exec: false };
+    pub const READ: Prot = Prot {
+        read: true,
+        write: false,
+        exec: false,
+    };
     /// Read and write (`rw-`).
-    pub const READ_WRITE: Prot = Prot { read: true, write: true, exec: false };
+    pub const READ_WRITE: Prot = Prot {
+        read: true,
+        write: true,
+        exec: false,
+    };
 }
 
 impl fmt::Display for Prot {
@@ -176,12 +188,23 @@ impl fmt::Display for Op {
     /// The op as one script line (without newline); [`parse`] reads it back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::Mmap { page, npages, prot, backing, sharing } => {
+            Op::Mmap {
+                page,
+                npages,
+                prot,
+                backing,
+                sharing,
+            } => {
                 write!(f, "mmap {page} {npages} {prot} {backing} {sharing}")
             }
             Op::Munmap { page, npages } => write!(f, "munmap {page} {npages}"),
             Op::Mprotect { page, npages, prot } => write!(f, "mprotect {page} {npages} {prot}"),
-            Op::Mremap { page, old_npages, new_npages, new_page } => {
+            Op::Mremap {
+                page,
+                old_npages,
+                new_npages,
+                new_page,
+            } => {
                 write!(f, "mremap {page} {old_npages} {new_npages}")?;
                 match new_page {
                     Some(new_page) => write!(f, " {new_page}"),
@@ -225,7 +248,12 @@ pub fn parse(text: &str) -> Result<Vec<Op>, ParseError> {
         match parse_line(line) {
             Ok(Some(op)) => ops.push(op),
             Ok(None) => {}
-            Err(message) => return Err(ParseError { line: index + 1, message }),
+            Err(message) => {
+                return Err(ParseError {
+                    line: index + 1,
+                    message,
+                })
+            }
         }
     }
     Ok(ops)
@@ -233,7 +261,10 @@ pub fn parse(text: &str) -> Result<Vec<Op>, ParseError> {
 
 /// Parses one line: `Ok(None)` for a blank or comment line.
 fn parse_line(line: &str) -> Result<Option<Op>, String> {
-    let words: Vec<&str> = line.split([' ', '\t']).filter(|word| !word.is_empty()).collect();
+    let words: Vec<&str> = line
+        .split([' ', '\t'])
+        .filter(|word| !word.is_empty())
+        .collect();
     let Some((&name, args)) = words.split_first() else {
         return Ok(None);
     };
@@ -279,7 +310,11 @@ fn parse_munmap(args: &[&str]) -> Result<Op, String> {
 fn parse_mprotect(args: &[&str]) -> Result<Op, String> {
     let [page, npages, prot] = arity(args, "mprotect PAGE NPAGES PROT")?;
     let (page, npages) = page_range(page, npages)?;
-    Ok(Op::Mprotect { page, npages, prot: parse_prot(prot)? })
+    Ok(Op::Mprotect {
+        page,
+        npages,
+        prot: parse_prot(prot)?,
+    })
 }
 
 fn parse_mremap(args: &[&str]) -> Result<Op, String> {
@@ -297,7 +332,12 @@ fn parse_mremap(args: &[&str]) -> Result<Op, String> {
     let new_npages = number("NEW_NPAGES", new_npages)?;
     let new_page = new_page.map(|word| number("NEW_PAGE", word)).transpose()?;
     check_range(new_page.unwrap_or(page), new_npages)?;
-    Ok(Op::Mremap { page, old_npages, new_npages, new_page })
+    Ok(Op::Mremap {
+        page,
+        old_npages,
+        new_npages,
+        new_page,
+    })
 }
 
 fn parse_madvise(args: &[&str]) -> Result<Op, String> {
@@ -319,7 +359,9 @@ fn parse_write(args: &[&str]) -> Result<Op, String> {
 
 fn parse_read(args: &[&str]) -> Result<Op, String> {
     let [page] = arity(args, "read PAGE")?;
-    Ok(Op::Read { page: single_page(page)? })
+    Ok(Op::Read {
+        page: single_page(page)?,
+    })
 }
 
 /// Checks the argument count against `usage` (the op's syntax, whose first
@@ -327,7 +369,10 @@ fn parse_read(args: &[&str]) -> Result<Op, String> {
 fn arity<'a, const N: usize>(args: &[&'a str], usage: &str) -> Result<[&'a str; N], String> {
     <[&str; N]>::try_from(args).map_err(|_| {
         let name = usage.split(' ').next().unwrap_or(usage);
-        format!("`{usage}`: `{name}` takes {N} arguments, found {}", args.len())
+        format!(
+            "`{usage}`: `{name}` takes {N} arguments, found {}",
+            args.len()
+        )
     })
 }
 
@@ -336,7 +381,8 @@ fn number(what: &str, word: &str) -> Result<u64, String> {
     if !word.bytes().all(|byte| byte.is_ascii_digit()) {
         return Err(format!("{what} `{word}` is not a decimal number"));
     }
-    word.parse().map_err(|_| format!("{what} {word} is too large"))
+    word.parse()
+        .map_err(|_| format!("{what} {word} is too large"))
 }
 
 /// `PAGE NPAGES`, checked to stay inside the window.
@@ -373,7 +419,11 @@ fn parse_prot(word: &str) -> Result<Prot, String> {
         _ if byte == letter => Ok(true),
         _ => Err(bad()),
     };
-    Ok(Prot { read: flag(r, b'r')?, write: flag(w, b'w')?, exec: flag(x, b'x')? })
+    Ok(Prot {
+        read: flag(r, b'r')?,
+        write: flag(w, b'w')?,
+        exec: flag(x, b'x')?,
+    })
 }
 
 /// `BACKING`: `anon` or `file:ID:PGOFF`.
@@ -401,7 +451,9 @@ fn parse_sharing(word: &str) -> Result<Sharing, String> {
     match word {
         "private" => Ok(Sharing::Private),
         "shared" => Ok(Sharing::Shared),
-        _ => Err(format!("SHARING `{word}` is neither `private` nor `shared`")),
+        _ => Err(format!(
+            "SHARING `{word}` is neither `private` nor `shared`"
+        )),
     }
 }
 
@@ -424,7 +476,11 @@ impl fmt::Display for MapEntry {
     /// `START-END:PERMS:BACKING`, e.g. `0-4:rw-p:anon`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sharing = if self.shared { 's' } else { 'p' };
-        write!(f, "{}-{}:{}{sharing}:{}", self.start, self.end, self.prot, self.backing)
+        write!(
+            f,
+            "{}-{}:{}{sharing}:{}",
+            self.start, self.end, self.prot, self.backing
+        )
     }
 }
 
@@ -498,7 +554,6 @@ pub fn errno_name(errno: Errno) -> std::borrow::Cow<'static, str> {
         libc::ENOSYS => "ENOSYS",
         libc::EOVERFLOW => "EOVERFLOW",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EHWPOISON => "EHWPOISON",
         _ => return format!("E{errno}").into(),
     };
     name.into()
@@ -561,7 +616,14 @@ maps
         );
         assert_eq!(ops[1], Op::Write { page: 3, value: 7 });
         assert_eq!(ops[3], Op::Read { page: 20 });
-        assert_eq!(ops[4], Op::Mprotect { page: 4, npages: 2, prot: Prot::READ });
+        assert_eq!(
+            ops[4],
+            Op::Mprotect {
+                page: 4,
+                npages: 2,
+                prot: Prot::READ
+            }
+        );
         assert_eq!(ops[5], Op::Maps);
     }
 
@@ -584,17 +646,41 @@ mprotect 0 65536 ---
                 Op::Mmap {
                     page: 1,
                     npages: 2,
-                    prot: Prot { read: true, write: false, exec: true },
+                    prot: Prot {
+                        read: true,
+                        write: false,
+                        exec: true
+                    },
                     backing: Backing::File { id: 8, pgoff: 1023 },
                     sharing: Sharing::Shared,
                 },
-                Op::Munmap { page: 65535, npages: 1 },
-                Op::Mremap { page: 3, old_npages: 4, new_npages: 5, new_page: None },
-                Op::Mremap { page: 3, old_npages: 4, new_npages: 5, new_page: Some(600) },
+                Op::Munmap {
+                    page: 65535,
+                    npages: 1
+                },
+                Op::Mremap {
+                    page: 3,
+                    old_npages: 4,
+                    new_npages: 5,
+                    new_page: None
+                },
+                Op::Mremap {
+                    page: 3,
+                    old_npages: 4,
+                    new_npages: 5,
+                    new_page: Some(600)
+                },
                 Op::MadviseDontneed { page: 7, npages: 8 },
-                Op::Write { page: 65535, value: 255 },
+                Op::Write {
+                    page: 65535,
+                    value: 255
+                },
                 Op::Read { page: 0 },
-                Op::Mprotect { page: 0, npages: 65536, prot: Prot::NONE },
+                Op::Mprotect {
+                    page: 0,
+                    npages: 65536,
+                    prot: Prot::NONE
+                },
             ]
         );
     }
@@ -624,14 +710,23 @@ maps";
         )
         .unwrap();
         assert_eq!(ops.len(), 5);
-        assert_eq!(ops[4], Op::MadviseDontneed { page: 65536, npages: 0 });
+        assert_eq!(
+            ops[4],
+            Op::MadviseDontneed {
+                page: 65536,
+                npages: 0
+            }
+        );
     }
 
     #[test]
     fn blank_and_comment_lines_print_nothing_but_count() {
         let text = "\n# a comment\n   \n\t\n  # indented comment\n#nospace\nread 1\n";
         assert_eq!(parse(text).unwrap(), vec![Op::Read { page: 1 }]);
-        assert_eq!(parse_err("\n# c\n\nbogus\n"), (4, "unknown operation `bogus`".into()));
+        assert_eq!(
+            parse_err("\n# c\n\nbogus\n"),
+            (4, "unknown operation `bogus`".into())
+        );
         assert_eq!(parse("").unwrap(), vec![]);
     }
 
@@ -655,7 +750,10 @@ maps";
 
     #[test]
     fn crlf_line_endings_are_accepted() {
-        assert_eq!(parse("read 1\r\nmaps\r\n").unwrap(), vec![Op::Read { page: 1 }, Op::Maps]);
+        assert_eq!(
+            parse("read 1\r\nmaps\r\n").unwrap(),
+            vec![Op::Read { page: 1 }, Op::Maps]
+        );
     }
 
     #[test]
@@ -666,7 +764,14 @@ maps";
 
     #[test]
     fn unknown_words_are_malformed() {
-        for text in ["bogus", "MMAP 0 1 rw- anon private", "Read 1", "maps?", "mmap# 0", "x"] {
+        for text in [
+            "bogus",
+            "MMAP 0 1 rw- anon private",
+            "Read 1",
+            "maps?",
+            "mmap# 0",
+            "x",
+        ] {
             assert_malformed(text);
         }
     }
@@ -754,8 +859,17 @@ maps";
 
     #[test]
     fn values_are_bytes() {
-        assert_eq!(parse("write 0 0").unwrap(), vec![Op::Write { page: 0, value: 0 }]);
-        assert_eq!(parse("write 0 255").unwrap(), vec![Op::Write { page: 0, value: 255 }]);
+        assert_eq!(
+            parse("write 0 0").unwrap(),
+            vec![Op::Write { page: 0, value: 0 }]
+        );
+        assert_eq!(
+            parse("write 0 255").unwrap(),
+            vec![Op::Write {
+                page: 0,
+                value: 255
+            }]
+        );
         assert_malformed("write 0 256");
     }
 
@@ -768,7 +882,9 @@ maps";
             };
             assert_eq!(prot.to_string(), good);
         }
-        for bad in ["rw", "rw--", "wr-", "RW-", "r_w", "x--", "rwxp", "r-é", "é-"] {
+        for bad in [
+            "rw", "rw--", "wr-", "RW-", "r_w", "x--", "rwxp", "r-é", "é-",
+        ] {
             assert_malformed(&format!("mprotect 0 1 {bad}"));
         }
     }
@@ -839,16 +955,29 @@ maps";
                 shared: false,
                 backing: Backing::Anon,
             },
-            MapEntry { start: 4, end: 6, prot: Prot::READ, shared: true, backing: Backing::Anon },
+            MapEntry {
+                start: 4,
+                end: 6,
+                prot: Prot::READ,
+                shared: true,
+                backing: Backing::Anon,
+            },
             MapEntry {
                 start: 10,
                 end: 11,
-                prot: Prot { read: true, write: false, exec: true },
+                prot: Prot {
+                    read: true,
+                    write: false,
+                    exec: true,
+                },
                 shared: false,
                 backing: Backing::File { id: 3, pgoff: 1022 },
             },
         ];
-        assert_eq!(format_maps(&entries), "maps 0-4:rw-p:anon 4-6:r--s:anon 10-11:r-xp:file:3:1022");
+        assert_eq!(
+            format_maps(&entries),
+            "maps 0-4:rw-p:anon 4-6:r--s:anon 10-11:r-xp:file:3:1022"
+        );
         assert_eq!(format_maps(&[]), "maps");
     }
 
@@ -857,7 +986,7 @@ maps";
         assert_eq!(file_byte(1, 0), 37);
         assert_eq!(file_byte(1, 1023), ((37 + 1023) % 251) as u8);
         assert_eq!(file_byte(8, 1023), ((8 * 37 + 1023) % 251) as u8);
-        assert_eq!(file_byte(7, 251 - 7 * 37 + 251), 0);
+        assert_eq!(file_byte(7, 2 * 251 - 7 * 37), 0);
     }
 
     struct Recorder(Vec<Op>);
@@ -887,12 +1016,44 @@ maps";
     #[test]
     fn parse_never_panics_on_random_input() {
         const FRAGMENTS: &[&str] = &[
-            "mmap", "munmap", "mprotect", "mremap", "madvise", "write", "read", "maps",
-            "dontneed", "anon", "file:", ":", "private", "shared", "rw-", "r-x", "---", "0", "1",
-            "65535", "65536", "255", "256", "18446744073709551615", "18446744073709551616",
-            "99999999999999999999999", "-", "+", "#", " ", "\t", "\n", "\r\n", "\r", "é", "\0",
+            "mmap",
+            "munmap",
+            "mprotect",
+            "mremap",
+            "madvise",
+            "write",
+            "read",
+            "maps",
+            "dontneed",
+            "anon",
+            "file:",
+            ":",
+            "private",
+            "shared",
+            "rw-",
+            "r-x",
+            "---",
+            "0",
+            "1",
+            "65535",
+            "65536",
+            "255",
+            "256",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999",
+            "-",
+            "+",
+            "#",
+            " ",
+            "\t",
+            "\n",
+            "\r\n",
+            "\r",
+            "é",
+            "\0",
         ];
-        let mut rng = SmallRng::seed_from_u64(0x766d_7370_6163_65);
+        let mut rng = SmallRng::seed_from_u64(0x0076_6d73_7061_6365);
         let mut accepted = 0;
         for _ in 0..20_000 {
             let mut text = String::new();
@@ -923,21 +1084,51 @@ maps";
         for _ in 0..5_000 {
             let page = rng.gen_range(0..WINDOW_PAGES);
             let npages = rng.gen_range(0..=WINDOW_PAGES - page);
-            let prot = Prot { read: rng.gen(), write: rng.gen(), exec: rng.gen() };
+            let prot = Prot {
+                read: rng.gen(),
+                write: rng.gen(),
+                exec: rng.gen(),
+            };
             let backing = if rng.gen() {
                 Backing::Anon
             } else {
-                Backing::File { id: rng.gen_range(1..=8), pgoff: rng.gen_range(0..=MAX_PGOFF) }
+                Backing::File {
+                    id: rng.gen_range(1..=8),
+                    pgoff: rng.gen_range(0..=MAX_PGOFF),
+                }
             };
-            let sharing = if rng.gen() { Sharing::Private } else { Sharing::Shared };
+            let sharing = if rng.gen() {
+                Sharing::Private
+            } else {
+                Sharing::Shared
+            };
             let op = match rng.gen_range(0..8) {
-                0 => Op::Mmap { page, npages, prot, backing, sharing },
+                0 => Op::Mmap {
+                    page,
+                    npages,
+                    prot,
+                    backing,
+                    sharing,
+                },
                 1 => Op::Munmap { page, npages },
                 2 => Op::Mprotect { page, npages, prot },
-                3 => Op::Mremap { page, old_npages: npages, new_npages: npages, new_page: None },
-                4 => Op::Mremap { page, old_npages: npages, new_npages: 0, new_page: Some(page) },
+                3 => Op::Mremap {
+                    page,
+                    old_npages: npages,
+                    new_npages: npages,
+                    new_page: None,
+                },
+                4 => Op::Mremap {
+                    page,
+                    old_npages: npages,
+                    new_npages: 0,
+                    new_page: Some(page),
+                },
                 5 => Op::MadviseDontneed { page, npages },
-                6 => Op::Write { page, value: rng.gen() },
+                6 => Op::Write {
+                    page,
+                    value: rng.gen(),
+                },
                 _ => Op::Read { page },
             };
             assert_eq!(parse(&op.to_string()).unwrap(), vec![op]);

@@ -114,3 +114,37 @@ fn signal_name(signal: libc::c_int) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wait status for a child that exited with `code`.
+    fn exited(code: libc::c_int) -> libc::c_int {
+        code << 8
+    }
+
+    #[test]
+    fn clean_exit_is_ok() {
+        assert!(check_status(exited(0), "ok\n").is_ok());
+    }
+
+    #[test]
+    fn death_by_signal_names_the_signal() {
+        let error = check_status(libc::SIGSEGV, "ok\nSEGV\n").unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("killed by signal 11 (SIGSEGV)"),
+            "{message}"
+        );
+        assert!(message.contains("after 2 output lines"), "{message}");
+    }
+
+    #[test]
+    fn failed_exit_quotes_the_last_line() {
+        let error = check_status(exited(2), "setup failed: no memfd\n").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("exited with status 2"), "{message}");
+        assert!(message.contains("setup failed: no memfd"), "{message}");
+    }
+}
