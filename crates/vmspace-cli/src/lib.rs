@@ -4,5 +4,6 @@
 //! The binary (`src/main.rs`) owns the command line; this library owns
 //! everything a test or another subcommand may want to reuse.
 
+pub mod backend;
 pub mod host;
 pub mod script;

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use vmspace::Strategy;
+use vmspace_cli::backend::Runner;
 use vmspace_cli::host;
 use vmspace_cli::script::{self, Op};
 
@@ -83,8 +85,9 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<Script>, ExitCode> {
 /// Runs each script and prints its lines, after `== FILE` when `headers`.
 fn replay_all(scripts: &[Script], on_host: bool, headers: bool) -> anyhow::Result<()> {
     let mut out = BufWriter::new(io::stdout().lock());
+    let mut runner = None;
     for script in scripts {
-        let lines = run_script(&script.ops, on_host)
+        let lines = run_script(&script.ops, on_host, &mut runner)
             .with_context(|| format!("{}", script.path.display()))?;
         if headers {
             writeln!(out, "== {}", script.path.display())?;
@@ -98,16 +101,21 @@ fn replay_all(scripts: &[Script], on_host: bool, headers: bool) -> anyhow::Resul
 }
 
 /// Runs one script on the chosen backend.
-fn run_script(ops: &[Op], on_host: bool) -> anyhow::Result<Vec<String>> {
+fn run_script(ops: &[Op], on_host: bool, runner: &mut Option<Runner>) -> anyhow::Result<Vec<String>> {
     if on_host {
         // The vmspace binary is single-threaded, as run_on_host requires.
         return Ok(host::run_on_host(ops)?);
     }
-    run_on_vmspace(ops)
+    if runner.is_none() {
+        *runner = Some(Runner::new(strategy_from_env()?)?);
+    }
+    Ok(runner.as_ref().expect("set above").run(ops))
 }
 
-/// Runs one script on the vmspace library.
-fn run_on_vmspace(ops: &[Op]) -> anyhow::Result<Vec<String>> {
-    let _ = ops;
-    anyhow::bail!("vmspace backend not built yet")
+/// The fault strategy for replays: `VMSPACE_STRATEGY`, default per-vma.
+fn strategy_from_env() -> anyhow::Result<Strategy> {
+    match std::env::var("VMSPACE_STRATEGY") {
+        Ok(s) => s.parse().map_err(anyhow::Error::msg),
+        Err(_) => Ok(Strategy::PerVma),
+    }
 }

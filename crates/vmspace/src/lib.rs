@@ -1,2 +1,54 @@
 //! vmspace: a virtual-memory subsystem in user space whose page faults do not
 //! serialize on one address-space-wide lock.
+//!
+//! An [`AddressSpace`] holds VMAs in a range tree read without locks
+//! (`vmspace-tree`), a software 4-level page table with split PTE locks, and
+//! frames from a [`FrameAllocator`] arena. Threads touch its memory through
+//! [`Cpu`] handles; a missing translation runs the fault path of the address
+//! space's [`Strategy`]: the address-space lock (`mmap-lock`), one VMA's lock
+//! (`per-vma`), or no lock and sequence-count validation (`speculative`).
+//! Semantics follow Linux: `mmap`, `munmap`, `mprotect`, `mremap` and
+//! `madvise(MADV_DONTNEED)` split and merge VMAs and fail exactly as Linux 6.18
+//! does.
+//!
+//! Where things are: the lock order in [`sync`]; the fault path in `fault.rs`;
+//! the access sections and shootdown (the safety rule: after a call that
+//! removes a translation returns, no `Cpu` uses it) in `cpu.rs`; the rule that
+//! makes concurrent access to user memory sound in `frame.rs`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use vmspace::{AddressSpace, Config, FrameAllocator, MapFlags, MapSource, Prot};
+//!
+//! let frames = Arc::new(FrameAllocator::new(1 << 20).unwrap());
+//! let space = AddressSpace::new(Config::default(), frames);
+//! let addr = space.mmap(0, 8192, Prot::READ_WRITE, MapFlags::default(), MapSource::Anon).unwrap();
+//! let mut cpu = space.cpu();
+//! cpu.write_u8(addr + 5, 42).unwrap();
+//! assert_eq!(cpu.read_u8(addr + 5).unwrap(), 42);
+//! space.munmap(addr, 8192).unwrap();
+//! assert!(cpu.read_u8(addr + 5).is_err());
+//! ```
+
+#![deny(missing_docs)]
+
+mod cpu;
+mod error;
+mod fault;
+mod frame;
+mod object;
+mod pagetable;
+mod remap;
+mod space;
+mod stats;
+pub mod sync;
+mod vma;
+
+pub use cpu::Cpu;
+pub use error::{Access, Errno, Fault, FaultCause};
+pub use frame::{ArenaError, FrameAllocator, FrameId, PAGE_SIZE, POISON};
+pub use object::{AnonObject, BackingStore, DiskStore, File, FillError, MemoryStore, ZeroStore};
+pub use pagetable::ADDR_LIMIT;
+pub use space::{AddressSpace, Config, MapFlags, MapInfo, MapSource, RemapFlags, Strategy, STACK_GUARD_GAP};
+pub use stats::FaultStats;
+pub use vma::Prot;

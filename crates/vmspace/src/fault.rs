@@ -1,0 +1,353 @@
+//! The fault path: one entry per strategy, one shared handler, one fallback.
+//!
+//! ```text
+//! handle_fault
+//!   mmap-lock:    fault_locked                       (address-space lock, read)
+//!   per-vma:      fault_per_vma  -> fault_locked on fallback
+//!   speculative:  fault_speculative -> fault_locked on fallback
+//! each of them:   find the VMA, then fault_in_vma (shared by all three)
+//! ```
+//!
+//! * **mmap-lock** holds the address-space lock for reading while it finds the
+//!   VMA and resolves the fault. Writers are excluded.
+//! * **per-vma** finds the VMA under an epoch guard and read-locks only it
+//!   (`vma.rs`). A VMA that is missing, write-locked or detached sends the fault
+//!   to the lock path. A VMA's fields are immutable, so once locked the fault
+//!   uses them freely; the writer that wants to change the range waits for the
+//!   lock holders (faults that never sleep) before touching the page table.
+//! * **speculative** takes no lock: it reads `spec_seq` (even), finds the VMA
+//!   under an epoch guard, prepares the page (page-cache lookup, frame
+//!   allocation, zeroing or copying), then takes the PTE lock and installs the
+//!   entry only if `spec_seq` is unchanged. Writers make `spec_seq` odd around
+//!   every page-table change (zap, permission change, move) and do those
+//!   changes under the PTE locks, so either the fault validates first and the
+//!   writer's later pass sees (and fixes) its entry, or the writer went first
+//!   and the fault sees the new sequence and starts over. Page tables the
+//!   fault creates are ordered against the writer's scan by SeqCst (see
+//!   `pagetable::walk`). Anything unusual (no anonymous object yet, a stack
+//!   to grow, a changed sequence three times) falls back to the lock path.
+//!   The sequence is address-space wide: a per-VMA count would not catch
+//!   changes that replace the VMA object itself, and writers are rare next to
+//!   faults in the workloads that matter (measured by `vmspace bench`).
+//!
+//! A fault that must wait for I/O (a page of a slow backing store) drops every
+//! lock it holds, reads the page with nothing held, and starts over (Linux's
+//! `VM_FAULT_RETRY`): writers never wait for someone else's I/O.
+
+use crate::error::{Access, Fault, FaultCause};
+use crate::frame::{FrameId, PAGE_SIZE};
+use crate::object::{AnonObject, File, FillError};
+use crate::pagetable::{Pte, PteTable};
+use crate::space::{AddressSpace, Strategy};
+use crate::stats::{Counter, FaultCounters};
+use crate::vma::{Backing, Vma};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What `fault_in_vma` did.
+pub(crate) enum Step {
+    /// An entry is installed (by us or by a racing fault): retry the access.
+    Done,
+    /// The page must be read from a slow store first, with no lock held.
+    Wait(Arc<File>, u64),
+    /// The speculative path cannot handle this fault.
+    Fallback,
+    /// Speculative validation failed: start over.
+    Stale,
+}
+
+/// How `fault_in_vma` validates before installing an entry.
+pub(crate) enum Validate<'a> {
+    /// The VMA is stable (address-space lock or VMA lock held).
+    Locked,
+    /// Speculative: install only if the sequence still has this value.
+    Seq(&'a AtomicU64, u64),
+}
+
+impl Validate<'_> {
+    fn still_valid(&self) -> bool {
+        match *self {
+            Validate::Locked => true,
+            Validate::Seq(seq, start) => seq.load(Ordering::SeqCst) == start,
+        }
+    }
+
+    fn speculative(&self) -> bool {
+        matches!(self, Validate::Seq(..))
+    }
+}
+
+fn fault(addr: u64, access: Access, cause: FaultCause) -> Fault {
+    Fault {
+        addr,
+        access,
+        cause,
+    }
+}
+
+impl AddressSpace {
+    /// Resolves a missing or insufficient translation for `access` at `addr`,
+    /// or says why it cannot be resolved.
+    pub(crate) fn handle_fault(&self, stats: &FaultCounters, addr: u64, access: Access) -> Result<(), Fault> {
+        let lockless = match self.strategy() {
+            Strategy::MmapLock => None,
+            Strategy::PerVma => self.fault_per_vma(stats, addr, access),
+            Strategy::Speculative => self.fault_speculative(stats, addr, access),
+        };
+        if let Some(result) = lockless {
+            return result;
+        }
+        if self.strategy() != Strategy::MmapLock {
+            stats.bump(Counter::Fallback);
+        }
+        self.fault_locked(stats, addr, access)
+    }
+
+    /// The lock path: the address-space lock held for reading.
+    fn fault_locked(&self, stats: &FaultCounters, addr: u64, access: Access) -> Result<(), Fault> {
+        loop {
+            let lock = self.read_lock();
+            let g = vmspace_tree::pin();
+            let Some(entry) = self.tree().find(addr, &g) else {
+                drop(g);
+                drop(lock);
+                if self.expand_stack(addr) {
+                    stats.bump(Counter::Retry);
+                    continue;
+                }
+                return Err(fault(addr, access, FaultCause::NoMapping));
+            };
+            let step = self.fault_in_vma(entry.value, addr, access, &Validate::Locked);
+            match step.map_err(|c| fault(addr, access, c))? {
+                Step::Wait(file, pgoff) => {
+                    drop(g);
+                    drop(lock);
+                    stats.bump(Counter::Retry);
+                    self.wait_for_page(&file, pgoff, addr, access)?;
+                }
+                _ => {
+                    stats.bump(Counter::Locked);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The per-VMA path; `None` means "fall back to the lock path".
+    fn fault_per_vma(&self, stats: &FaultCounters, addr: u64, access: Access) -> Option<Result<(), Fault>> {
+        loop {
+            let g = vmspace_tree::pin();
+            let vma = self.tree().find(addr, &g)?.value;
+            if !vma.try_read_lock(self.mm_seq()) {
+                return None;
+            }
+            let step = self.fault_in_vma(vma, addr, access, &Validate::Locked);
+            vma.read_unlock();
+            match step {
+                Err(c) => return Some(Err(fault(addr, access, c))),
+                Ok(Step::Wait(file, pgoff)) => {
+                    drop(g);
+                    stats.bump(Counter::Retry);
+                    if let Err(e) = self.wait_for_page(&file, pgoff, addr, access) {
+                        return Some(Err(e));
+                    }
+                }
+                Ok(_) => {
+                    stats.bump(Counter::Lockless);
+                    return Some(Ok(()));
+                }
+            }
+        }
+    }
+
+    /// The speculative path; `None` means "fall back to the lock path".
+    fn fault_speculative(&self, stats: &FaultCounters, addr: u64, access: Access) -> Option<Result<(), Fault>> {
+        for _ in 0..3 {
+            let seq = self.spec_seq.load(Ordering::SeqCst);
+            if seq & 1 == 1 {
+                stats.bump(Counter::Retry);
+                std::hint::spin_loop();
+                continue;
+            }
+            let validate = Validate::Seq(&self.spec_seq, seq);
+            let g = vmspace_tree::pin();
+            let vma = self.tree().find(addr, &g)?.value;
+            match self.fault_in_vma(vma, addr, access, &validate) {
+                // An error seen through a possibly stale VMA counts only if
+                // nothing changed since the sequence was read.
+                Err(c) if validate.still_valid() => return Some(Err(fault(addr, access, c))),
+                Err(_) | Ok(Step::Stale) => stats.bump(Counter::Retry),
+                Ok(Step::Fallback) => return None,
+                Ok(Step::Wait(file, pgoff)) => {
+                    drop(g);
+                    stats.bump(Counter::Retry);
+                    if let Err(e) = self.wait_for_page(&file, pgoff, addr, access) {
+                        return Some(Err(e));
+                    }
+                }
+                Ok(Step::Done) => {
+                    stats.bump(Counter::Lockless);
+                    return Some(Ok(()));
+                }
+            }
+        }
+        None
+    }
+
+    /// Reads a page of a slow store into the cache, with no lock held.
+    fn wait_for_page(&self, file: &File, pgoff: u64, addr: u64, access: Access) -> Result<(), Fault> {
+        file.fill(pgoff).map(|_| ()).map_err(|e| fault(addr, access, fill_cause(e)))
+    }
+
+    /// Resolves the fault inside `vma`, which the caller keeps valid (lock) or
+    /// validates (`validate`). Shared by every strategy.
+    pub(crate) fn fault_in_vma(&self, vma: &Vma, addr: u64, access: Access, validate: &Validate<'_>) -> Result<Step, FaultCause> {
+        let allowed = match access {
+            Access::Read => vma.prot.allows_read(),
+            Access::Write => vma.prot.write,
+            Access::Fetch => vma.prot.exec,
+        };
+        if !allowed {
+            return Err(FaultCause::Protection);
+        }
+        let page = addr & !(PAGE_SIZE - 1);
+        let table = self.page_table().table_or_create(page).ok_or(FaultCause::NoMapping)?;
+        let pte = table.read(page);
+        if pte.present() {
+            return self.fault_present(vma, table, page, pte, access, validate);
+        }
+        match &vma.backing {
+            Backing::Anon => self.fault_anon(vma, table, page, access, validate),
+            Backing::File(file) => self.fault_file(vma, file, table, page, access, validate),
+        }
+    }
+
+    /// The entry exists but lacks the permission: a write to a read-only
+    /// private page (copy-on-write, or reuse of an owned frame), a write to a
+    /// shared page mapped read-only, or permissions widened by `mprotect`.
+    fn fault_present(&self, vma: &Vma, table: &PteTable, page: u64, pte: Pte, access: Access, validate: &Validate<'_>) -> Result<Step, FaultCause> {
+        let bits = vma.prot.pte_bits_no_write();
+        if access != Access::Write || pte.has(Pte::WRITE) {
+            return Ok(self.install(table, page, pte, pte.with_perms(bits | (pte.0 & Pte::WRITE)), validate));
+        }
+        if pte.has(Pte::OWNED) {
+            return Ok(self.install(table, page, pte, pte.with_perms(bits | Pte::WRITE), validate));
+        }
+        if vma.shared {
+            if let Some(file) = vma.file() {
+                file.mark_dirty(vma.pgoff_at(page));
+            }
+            return Ok(self.install(table, page, pte, pte.with_perms(bits | Pte::WRITE), validate));
+        }
+        // Copy-on-write. The source is the zero frame or a page-cache frame,
+        // which the cache keeps alive: dropping our reference after the
+        // switch cannot free it, so no shootdown is needed. A `Cpu` that still
+        // reads it through the old entry sees the content before our write.
+        if !self.ensure_anon(vma, validate) {
+            return Ok(Step::Fallback);
+        }
+        let src = pte.frame();
+        let new = self.copy_or_zero(src)?;
+        let step = self.install(table, page, pte, Pte::new(new, bits | Pte::WRITE | Pte::OWNED), validate);
+        if matches!(step, Step::Done) {
+            self.frames().put(src);
+        }
+        Ok(step)
+    }
+
+    fn fault_anon(&self, vma: &Vma, table: &PteTable, page: u64, access: Access, validate: &Validate<'_>) -> Result<Step, FaultCause> {
+        let bits = vma.prot.pte_bits_no_write();
+        if access != Access::Write {
+            return Ok(self.install(table, page, Pte(0), Pte::new(FrameId::ZERO, bits), validate));
+        }
+        if !self.ensure_anon(vma, validate) {
+            return Ok(Step::Fallback);
+        }
+        let f = self.frames().alloc_zeroed().ok_or(FaultCause::OutOfMemory)?;
+        Ok(self.install(table, page, Pte(0), Pte::new(f, bits | Pte::WRITE | Pte::OWNED), validate))
+    }
+
+    fn fault_file(&self, vma: &Vma, file: &Arc<File>, table: &PteTable, page: u64, access: Access, validate: &Validate<'_>) -> Result<Step, FaultCause> {
+        let pgoff = vma.pgoff_at(page);
+        if pgoff >= file.pages() {
+            return Err(FaultCause::PastEnd);
+        }
+        let frame = match file.cached(pgoff) {
+            Some(f) => f,
+            None if file.is_slow() => return Ok(Step::Wait(file.clone(), pgoff)),
+            None => file.fill(pgoff).map_err(fill_cause)?,
+        };
+        let bits = vma.prot.pte_bits_no_write();
+        if vma.shared {
+            let write = if vma.prot.write {
+                file.mark_dirty(pgoff);
+                Pte::WRITE
+            } else {
+                0
+            };
+            self.frames().get(frame);
+            return Ok(self.install(table, page, Pte(0), Pte::new(frame, bits | write), validate));
+        }
+        if access != Access::Write {
+            self.frames().get(frame);
+            return Ok(self.install(table, page, Pte(0), Pte::new(frame, bits), validate));
+        }
+        if !self.ensure_anon(vma, validate) {
+            return Ok(Step::Fallback);
+        }
+        let copy = self.frames().alloc_copy(frame).ok_or(FaultCause::OutOfMemory)?;
+        Ok(self.install(table, page, Pte(0), Pte::new(copy, bits | Pte::WRITE | Pte::OWNED), validate))
+    }
+
+    /// Gives the VMA its anonymous object if it has none. Speculative faults
+    /// do not (it would change a VMA they hold no lock on): they fall back.
+    fn ensure_anon(&self, vma: &Vma, validate: &Validate<'_>) -> bool {
+        if vma.anon.get().is_some() {
+            return true;
+        }
+        if validate.speculative() {
+            return false;
+        }
+        vma.anon.get_or_init(|| Arc::new(AnonObject::new()));
+        true
+    }
+
+    fn copy_or_zero(&self, src: FrameId) -> Result<FrameId, FaultCause> {
+        let f = if src == FrameId::ZERO {
+            self.frames().alloc_zeroed()
+        } else {
+            self.frames().alloc_copy(src)
+        };
+        f.ok_or(FaultCause::OutOfMemory)
+    }
+
+    /// Replaces the entry `expected` by `new` under the PTE lock, if it is
+    /// still `expected` and the fault is still valid. The caller holds one
+    /// frame reference for `new`: the entry takes it, or it is dropped (the
+    /// frame was never visible, so no shootdown is needed).
+    fn install(&self, table: &PteTable, page: u64, expected: Pte, new: Pte, validate: &Validate<'_>) -> Step {
+        let g = table.lock();
+        let valid = validate.still_valid();
+        if valid && g.get(page) == expected {
+            g.set(page, new);
+            return Step::Done;
+        }
+        drop(g);
+        if new.frame() != expected.frame() || !expected.present() {
+            self.frames().put(new.frame());
+        }
+        if valid {
+            Step::Done
+        } else {
+            Step::Stale
+        }
+    }
+}
+
+fn fill_cause(e: FillError) -> FaultCause {
+    match e {
+        FillError::PastEnd => FaultCause::PastEnd,
+        FillError::NoMemory => FaultCause::OutOfMemory,
+        FillError::Io(_) => FaultCause::Io,
+    }
+}

@@ -1,0 +1,322 @@
+//! Frames: real 4 KiB pages of memory from one arena, and their allocator.
+//!
+//! # The arena
+//!
+//! One anonymous host mapping, prefaulted at creation (`MAP_POPULATE`), viewed as
+//! an array of `AtomicU64`. Frame `n` is words `512 n .. 512 (n + 1)`. Frame 0 is
+//! the shared zero frame: never written, mapped read-only by read faults on
+//! private anonymous memory, as Linux maps its zero page.
+//!
+//! # The user-memory rule
+//!
+//! User memory is shared mutable memory: any number of `Cpu`s may load and store
+//! a frame at once, and a frame may be read while the fault path copies it. So
+//! every access to frame memory is an atomic operation on the aligned `u64` that
+//! contains it (byte stores are compare-exchange loops on their word). Races
+//! give stale or interleaved values, never undefined behaviour, and an aligned
+//! access of up to 8 bytes is never torn. No `&`/`&mut` to plain bytes of a
+//! frame ever exists.
+//!
+//! # Reference counts
+//!
+//! Each frame has a reference count: one per page-table entry that maps it, one
+//! for the page cache that holds it, one per transient user (a fault copying it).
+//! The last `put` returns the frame to the free list. Callers that remove a
+//! mapping drop its reference only after the TLB shootdown (see `cpu.rs`), so a
+//! frame is never reused while a `Cpu` can still reach it.
+//!
+//! Locks: the free list is a `parking_lot::Mutex` (a leaf lock: nothing is taken
+//! under it). Reference counts are atomics.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Bytes in a page and in a frame.
+pub const PAGE_SIZE: u64 = 4096;
+const WORDS: usize = (PAGE_SIZE / 8) as usize;
+
+/// Index of a frame in the arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrameId(pub u32);
+
+impl FrameId {
+    /// The shared zero frame.
+    pub const ZERO: FrameId = FrameId(0);
+}
+
+/// Value written over freed frames in debug builds, so that a read through a
+/// stale translation shows up as this pattern instead of plausible data.
+pub const POISON: u64 = 0xDEAD_BEEF_DEAD_BEEF;
+
+/// The frame arena and its allocator.
+pub struct FrameAllocator {
+    base: *mut AtomicU64,
+    frames: u32,
+    refs: Box<[AtomicU32]>,
+    free: parking_lot::Mutex<Vec<FrameId>>,
+    /// Frames handed out and not yet returned.
+    in_use: AtomicUsize,
+    /// Test hook: fail allocations (fault injection), probability in 1/2^32 units.
+    fail_rate: AtomicU32,
+    fail_seed: AtomicU64,
+    poison: bool,
+}
+
+// SAFETY: the arena is only ever accessed through atomics (the user-memory rule
+// above); the rest is atomics and a mutex.
+unsafe impl Send for FrameAllocator {}
+// SAFETY: as above.
+unsafe impl Sync for FrameAllocator {}
+
+/// Why an arena could not be created.
+#[derive(Debug)]
+pub struct ArenaError(pub std::io::Error);
+
+impl std::fmt::Display for ArenaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot create the frame arena: {}", self.0)
+    }
+}
+
+impl std::error::Error for ArenaError {}
+
+impl FrameAllocator {
+    /// An arena of `bytes` (rounded up to whole frames, plus the zero frame),
+    /// prefaulted so that faults measure zeroing and copying, not host faults.
+    pub fn new(bytes: u64) -> Result<Self, ArenaError> {
+        let frames = bytes.div_ceil(PAGE_SIZE).saturating_add(1);
+        let frames = u32::try_from(frames).map_err(|_| {
+            ArenaError(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "arena larger than 2^32 frames",
+            ))
+        })?;
+        let len = frames as usize * PAGE_SIZE as usize;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(ArenaError(std::io::Error::last_os_error()));
+        }
+        Ok(FrameAllocator {
+            base: p.cast(),
+            frames,
+            refs: (0..frames).map(|_| AtomicU32::new(0)).collect(),
+            free: parking_lot::Mutex::new((1..frames).rev().map(FrameId).collect()),
+            in_use: AtomicUsize::new(0),
+            fail_rate: AtomicU32::new(0),
+            fail_seed: AtomicU64::new(0x2545_F491_4F6C_DD1D),
+            poison: cfg!(debug_assertions),
+        })
+    }
+
+    /// Frames in the arena, the zero frame excluded.
+    pub fn capacity(&self) -> usize {
+        self.frames as usize - 1
+    }
+
+    /// Frames handed out and not yet returned.
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// Makes a fraction `rate` (0..=1) of allocations fail, for fault injection.
+    pub fn set_failure_rate(&self, rate: f64) {
+        let r = (rate.clamp(0.0, 1.0) * u32::MAX as f64) as u32;
+        self.fail_rate.store(r, Ordering::Relaxed);
+    }
+
+    /// Whether poisoning of freed frames is on (debug builds; settable).
+    pub fn set_poison(&mut self, on: bool) {
+        self.poison = on;
+    }
+
+    fn injected_failure(&self) -> bool {
+        let rate = self.fail_rate.load(Ordering::Relaxed);
+        if rate == 0 {
+            return false;
+        }
+        let mut x = self.fail_seed.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.fail_seed.store(x, Ordering::Relaxed);
+        (x >> 32) as u32 <= rate
+    }
+
+    /// A frame with reference count 1 and unspecified content, or `None` when
+    /// the arena is exhausted (or a failure is injected).
+    pub fn alloc(&self) -> Option<FrameId> {
+        if self.injected_failure() {
+            return None;
+        }
+        let f = self.free.lock().pop()?;
+        self.refs[f.0 as usize].store(1, Ordering::Relaxed);
+        self.in_use.fetch_add(1, Ordering::Relaxed);
+        Some(f)
+    }
+
+    /// A frame filled with zeros.
+    pub fn alloc_zeroed(&self) -> Option<FrameId> {
+        let f = self.alloc()?;
+        self.fill(f, 0);
+        Some(f)
+    }
+
+    /// A frame holding a copy of `src`.
+    pub fn alloc_copy(&self, src: FrameId) -> Option<FrameId> {
+        let f = self.alloc()?;
+        self.copy(src, f);
+        Some(f)
+    }
+
+    /// Takes one more reference to a frame the caller already holds a
+    /// reference to (or reaches under a lock that keeps it alive).
+    pub fn get(&self, f: FrameId) {
+        if f != FrameId::ZERO {
+            self.refs[f.0 as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops a reference; the last one frees the frame. The caller guarantees
+    /// that no `Cpu` can reach the frame through a reference it dropped (the
+    /// shootdown protocol of `cpu.rs`).
+    pub fn put(&self, f: FrameId) {
+        if f == FrameId::ZERO {
+            return;
+        }
+        // AcqRel: all uses of the frame by other holders happen before the free.
+        if self.refs[f.0 as usize].fetch_sub(1, Ordering::AcqRel) == 1 {
+            if self.poison {
+                self.fill(f, POISON);
+            }
+            self.in_use.fetch_sub(1, Ordering::Relaxed);
+            self.free.lock().push(f);
+        }
+    }
+
+    /// Current reference count of a frame (for tests and assertions).
+    pub fn refcount(&self, f: FrameId) -> u32 {
+        self.refs[f.0 as usize].load(Ordering::Relaxed)
+    }
+
+    fn words(&self, f: FrameId) -> &[AtomicU64] {
+        assert!(f.0 < self.frames, "frame {} outside the arena", f.0);
+        // SAFETY: the arena holds `frames` frames of WORDS atomics each, lives as
+        // long as `self`, and is only accessed through atomics.
+        unsafe { std::slice::from_raw_parts(self.base.add(f.0 as usize * WORDS), WORDS) }
+    }
+
+    /// The aligned word at byte offset `off` (`off % 8 == 0`, `off < 4096`).
+    pub fn word(&self, f: FrameId, off: u64) -> &AtomicU64 {
+        &self.words(f)[(off / 8) as usize]
+    }
+
+    fn fill(&self, f: FrameId, value: u64) {
+        for w in self.words(f) {
+            w.store(value, Ordering::Relaxed);
+        }
+    }
+
+    fn copy(&self, src: FrameId, dst: FrameId) {
+        for (d, s) in self.words(dst).iter().zip(self.words(src)) {
+            d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
+    /// Loads the byte at `off`.
+    pub fn load_u8(&self, f: FrameId, off: u64) -> u8 {
+        let w = self.word(f, off & !7).load(Ordering::Relaxed);
+        (w >> ((off & 7) * 8)) as u8
+    }
+
+    /// Stores the byte at `off` (a compare-exchange loop on its word, so that
+    /// concurrent stores to the other bytes of the word are not lost).
+    pub fn store_u8(&self, f: FrameId, off: u64, value: u8) {
+        let shift = (off & 7) * 8;
+        let mask = 0xFFu64 << shift;
+        let w = self.word(f, off & !7);
+        let mut cur = w.load(Ordering::Relaxed);
+        loop {
+            let new = (cur & !mask) | (u64::from(value) << shift);
+            match w.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Copies a whole frame out (for a backing store write).
+    pub fn read_frame(&self, f: FrameId, out: &mut [u8]) {
+        for (chunk, w) in out.chunks_exact_mut(8).zip(self.words(f)) {
+            chunk.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+    }
+
+    /// Fills a whole frame from bytes (for a backing store read).
+    pub fn write_frame(&self, f: FrameId, data: &[u8]) {
+        for (chunk, w) in data.chunks_exact(8).zip(self.words(f)) {
+            w.store(
+                u64::from_le_bytes(chunk.try_into().expect("8 bytes")),
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
+
+impl Drop for FrameAllocator {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was created in `new` with this length and nothing
+        // refers to it once the allocator is dropped (`&self` borrows end here).
+        unsafe {
+            libc::munmap(
+                self.base.cast(),
+                self.frames as usize * PAGE_SIZE as usize,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_put_and_poison() {
+        let a = FrameAllocator::new(4 * PAGE_SIZE).unwrap();
+        assert_eq!(a.capacity(), 4);
+        let f = a.alloc_zeroed().unwrap();
+        a.store_u8(f, 9, 0xAB);
+        assert_eq!(a.load_u8(f, 9), 0xAB);
+        assert_eq!(a.load_u8(f, 8), 0);
+        let g = a.alloc_copy(f).unwrap();
+        assert_eq!(a.load_u8(g, 9), 0xAB);
+        a.get(g);
+        a.put(g);
+        assert_eq!(a.in_use(), 2);
+        a.put(g);
+        a.put(f);
+        assert_eq!(a.in_use(), 0);
+        let all: Vec<_> = (0..4).map(|_| a.alloc().unwrap()).collect();
+        assert!(a.alloc().is_none(), "arena exhausted");
+        for f in all {
+            a.put(f);
+        }
+    }
+
+    #[test]
+    fn injected_failures() {
+        let a = FrameAllocator::new(4 * PAGE_SIZE).unwrap();
+        a.set_failure_rate(1.0);
+        assert!(a.alloc().is_none());
+        a.set_failure_rate(0.0);
+        assert!(a.alloc().is_some());
+    }
+}

@@ -1,0 +1,267 @@
+//! Files: a size, a page cache, and a backing store behind a small trait.
+//!
+//! # Page cache protocol
+//!
+//! The cache is one `AtomicU32` slot per page (0 = not cached, else a frame
+//! number), so lookups take no lock: a fault loads the slot (Acquire) and maps
+//! the frame. Filling a slot takes the file's `fill` mutex, re-checks the slot,
+//! reads the page from the backing store into a fresh frame, and publishes it
+//! with a Release store. The cache holds one frame reference per cached page,
+//! dropped when the file is dropped (after writing dirty pages back).
+//!
+//! A fault that must read from a slow store is told so before it blocks
+//! ([`File::cached`] returns `None`), so that it can drop its locks first and
+//! call [`File::fill`] with nothing held, then retry (Linux's VM_FAULT_RETRY).
+//!
+//! Dirty tracking: a write fault on a shared mapping marks the page dirty
+//! before the write can happen. Mappings stay writable after a sync (there is
+//! no write-protect pass yet), so a marked page stays marked: [`File::sync`]
+//! and `Drop` write back every page ever marked. Simple, and loses nothing.
+//!
+//! Locks: `fill` is taken with no PTE lock held (under at most a VMA read lock
+//! or the address-space lock); only the frame free list is taken under it.
+
+use crate::frame::{FrameAllocator, FrameId, PAGE_SIZE};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a file's pages live when they are not in the page cache.
+pub trait BackingStore: Send + Sync {
+    /// Reads page `pgoff` into `buf` (4096 bytes).
+    fn read_page(&self, pgoff: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes page `pgoff` from `buf` (4096 bytes).
+    fn write_page(&self, pgoff: u64, buf: &[u8]) -> io::Result<()>;
+    /// Whether a read may block for long (a fault then drops its locks first).
+    fn is_slow(&self) -> bool {
+        false
+    }
+}
+
+/// A store that reads zeros and forgets writes: the backing of shared anonymous
+/// memory, whose pages live only in the page cache.
+pub struct ZeroStore;
+
+impl BackingStore for ZeroStore {
+    fn read_page(&self, _: u64, buf: &mut [u8]) -> io::Result<()> {
+        buf.fill(0);
+        Ok(())
+    }
+    fn write_page(&self, _: u64, _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A store in memory, with an optional latency per read (to model slow I/O).
+pub struct MemoryStore {
+    pages: parking_lot::Mutex<Vec<Box<[u8]>>>,
+    latency: Duration,
+}
+
+impl MemoryStore {
+    /// A store of `pages` pages, each filled by `init(pgoff, page)`.
+    pub fn new(pages: u64, init: impl Fn(u64, &mut [u8])) -> MemoryStore {
+        let pages = (0..pages)
+            .map(|p| {
+                let mut page = vec![0u8; PAGE_SIZE as usize].into_boxed_slice();
+                init(p, &mut page);
+                page
+            })
+            .collect();
+        MemoryStore {
+            pages: parking_lot::Mutex::new(pages),
+            latency: Duration::ZERO,
+        }
+    }
+
+    /// The same store, with every read taking `latency`.
+    pub fn with_latency(mut self, latency: Duration) -> MemoryStore {
+        self.latency = latency;
+        self
+    }
+
+    /// A copy of page `pgoff` as stored (for tests).
+    pub fn page(&self, pgoff: u64) -> Option<Vec<u8>> {
+        self.pages.lock().get(pgoff as usize).map(|p| p.to_vec())
+    }
+}
+
+impl BackingStore for MemoryStore {
+    fn read_page(&self, pgoff: u64, buf: &mut [u8]) -> io::Result<()> {
+        if !self.latency.is_zero() {
+            std::thread::sleep(self.latency);
+        }
+        let pages = self.pages.lock();
+        let page = pages.get(pgoff as usize).ok_or_else(|| io::Error::other("read past the store"))?;
+        buf.copy_from_slice(page);
+        Ok(())
+    }
+    fn write_page(&self, pgoff: u64, buf: &[u8]) -> io::Result<()> {
+        let mut pages = self.pages.lock();
+        let page = pages.get_mut(pgoff as usize).ok_or_else(|| io::Error::other("write past the store"))?;
+        page.copy_from_slice(buf);
+        Ok(())
+    }
+    fn is_slow(&self) -> bool {
+        !self.latency.is_zero()
+    }
+}
+
+/// A real file on disk, read and written with positioned I/O.
+pub struct DiskStore {
+    file: std::fs::File,
+}
+
+impl DiskStore {
+    /// Wraps an open file (read and write access).
+    pub fn new(file: std::fs::File) -> DiskStore {
+        DiskStore { file }
+    }
+}
+
+impl BackingStore for DiskStore {
+    fn read_page(&self, pgoff: u64, buf: &mut [u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        buf.fill(0);
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], pgoff * PAGE_SIZE + done as u64)? {
+                0 => break, // past the end of the file on disk: zeros
+                n => done += n,
+            }
+        }
+        Ok(())
+    }
+    fn write_page(&self, pgoff: u64, buf: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(buf, pgoff * PAGE_SIZE)
+    }
+}
+
+impl std::fmt::Debug for File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "File({} pages)", self.pages)
+    }
+}
+
+/// A file: a fixed size in pages, a page cache, and its backing store.
+pub struct File {
+    pages: u64,
+    cache: Box<[AtomicU32]>,
+    dirty: Box<[AtomicBool]>,
+    fill: parking_lot::Mutex<()>,
+    store: Box<dyn BackingStore>,
+    frames: Arc<FrameAllocator>,
+}
+
+/// Why a page could not be brought into the cache.
+#[derive(Debug)]
+pub enum FillError {
+    /// The page is past the end of the file.
+    PastEnd,
+    /// No frame was available.
+    NoMemory,
+    /// The backing store failed.
+    Io(io::Error),
+}
+
+impl File {
+    /// A file of `pages` pages over `store`, caching into `frames`.
+    pub fn new(pages: u64, store: Box<dyn BackingStore>, frames: Arc<FrameAllocator>) -> File {
+        File {
+            pages,
+            cache: (0..pages).map(|_| AtomicU32::new(0)).collect(),
+            dirty: (0..pages).map(|_| AtomicBool::new(false)).collect(),
+            fill: parking_lot::Mutex::new(()),
+            store,
+            frames,
+        }
+    }
+
+    /// Size in pages.
+    pub fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    /// Whether reads of the store may block for long.
+    pub fn is_slow(&self) -> bool {
+        self.store.is_slow()
+    }
+
+    /// The cached frame of page `pgoff`, without locks. `None` when not cached
+    /// (or past the end).
+    pub fn cached(&self, pgoff: u64) -> Option<FrameId> {
+        let slot = self.cache.get(pgoff as usize)?;
+        match slot.load(Ordering::Acquire) {
+            0 => None,
+            f => Some(FrameId(f)),
+        }
+    }
+
+    /// The frame of page `pgoff`, reading it from the store if needed. May
+    /// block on I/O: call with no PTE lock held.
+    pub fn fill(&self, pgoff: u64) -> Result<FrameId, FillError> {
+        if pgoff >= self.pages {
+            return Err(FillError::PastEnd);
+        }
+        if let Some(f) = self.cached(pgoff) {
+            return Ok(f);
+        }
+        let _g = self.fill.lock();
+        if let Some(f) = self.cached(pgoff) {
+            return Ok(f);
+        }
+        let f = self.frames.alloc().ok_or(FillError::NoMemory)?;
+        let mut buf = vec![0u8; PAGE_SIZE as usize];
+        if let Err(e) = self.store.read_page(pgoff, &mut buf) {
+            self.frames.put(f);
+            return Err(FillError::Io(e));
+        }
+        self.frames.write_frame(f, &buf);
+        // Release: the content written above is visible to whoever maps it.
+        self.cache[pgoff as usize].store(f.0, Ordering::Release);
+        Ok(f)
+    }
+
+    /// Marks page `pgoff` dirty (a shared mapping is about to write it).
+    pub fn mark_dirty(&self, pgoff: u64) {
+        if let Some(d) = self.dirty.get(pgoff as usize) {
+            d.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes every page marked dirty back to the store. Every page is tried;
+    /// the first error is returned.
+    pub fn sync(&self) -> io::Result<()> {
+        let mut first_err = None;
+        let mut buf = vec![0u8; PAGE_SIZE as usize];
+        for (p, mark) in self.dirty.iter().enumerate() {
+            if !mark.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Some(f) = self.cached(p as u64) else {
+                continue;
+            };
+            self.frames.read_frame(f, &mut buf);
+            if let Err(e) = self.store.write_page(p as u64, &buf) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for File {
+    /// Writes back the dirty pages (an error here has no one to be reported
+    /// to: call `sync` first to see it), then releases the cache's frames.
+    fn drop(&mut self) {
+        let _ = self.sync();
+        for slot in self.cache.iter() {
+            let f = slot.load(Ordering::Acquire);
+            if f != 0 {
+                self.frames.put(FrameId(f));
+            }
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! VMAs: one mapped range with its protection, flags and backing, and the
+//! per-VMA lock that lets a fault hold just this VMA.
+//!
+//! # Immutability
+//!
+//! A `Vma`'s range, protection, flags and backing never change after it is
+//! created. A writer that changes a range builds new `Vma`s, stores them in the
+//! tree and *detaches* the old ones. So a fault that found a VMA under an epoch
+//! guard reads consistent fields without a lock; what it must check is that the
+//! VMA is still attached (the per-VMA lock does that). The one field set later
+//! is the anonymous object, set once by the first anonymous fault (`OnceLock`).
+//!
+//! # The per-VMA lock (per-vma strategy; Linux 6.4's scheme)
+//!
+//! State: `lock_seq` (u64) and `readers` (u32).
+//!
+//! * The address space has a sequence number `mm_seq`, advanced each time its
+//!   lock is released for writing. A writer *marks* a VMA by storing the current
+//!   `mm_seq` in `lock_seq`: the VMA is then write-locked until the writer
+//!   releases the address-space lock, which unlocks all its marked VMAs at once.
+//!   `lock_seq == DETACHED` means the VMA left the tree: locked for ever.
+//! * A reader (a fault) increments `readers`, then checks `lock_seq != mm_seq`
+//!   (and not detached); if the VMA is marked it decrements and fails.
+//! * A marking writer stores `lock_seq`, then waits until `readers == 0`.
+//!
+//! Reader (`readers += 1; load lock_seq`) and writer (`store lock_seq; load
+//! readers`) is a store-buffering pattern: both sides use SeqCst, so at least
+//! one sees the other: the reader backs off, or the writer waits for it. A
+//! fault holds the read lock only while it runs without sleeping (I/O drops it
+//! first), so a writer's wait is short.
+
+use crate::object::{AnonObject, File};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// Memory protection of a mapping (`PROT_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Prot {
+    /// `PROT_READ`
+    pub read: bool,
+    /// `PROT_WRITE`
+    pub write: bool,
+    /// `PROT_EXEC`
+    pub exec: bool,
+}
+
+impl Prot {
+    /// `PROT_NONE`.
+    pub const NONE: Prot = Prot::new(false, false, false);
+    /// `PROT_READ`.
+    pub const READ: Prot = Prot::new(true, false, false);
+    /// `PROT_READ | PROT_WRITE`.
+    pub const READ_WRITE: Prot = Prot::new(true, true, false);
+
+    /// A protection from its three bits.
+    pub const fn new(read: bool, write: bool, exec: bool) -> Prot {
+        Prot { read, write, exec }
+    }
+
+    /// Whether a load is allowed. As on x86-64 with protection keys: write
+    /// implies read, and an exec-only mapping cannot be read.
+    pub fn allows_read(self) -> bool {
+        self.read || self.write
+    }
+
+    /// The PTE permission bits for this protection, without write (write is
+    /// granted per page by the fault path).
+    pub(crate) fn pte_bits_no_write(self) -> u64 {
+        use crate::pagetable::Pte;
+        let mut b = 0;
+        if self.allows_read() {
+            b |= Pte::READ;
+        }
+        if self.exec {
+            b |= Pte::EXEC;
+        }
+        b
+    }
+}
+
+/// What backs a VMA.
+#[derive(Clone)]
+pub enum Backing {
+    /// Private anonymous memory: zero-filled on demand.
+    Anon,
+    /// A file (or, for shared anonymous memory, the shmem object created by
+    /// the `mmap` call), mapped from page `pgoff` of the object at `start`.
+    File(Arc<File>),
+}
+
+/// A mapped range. See the module documentation.
+pub struct Vma {
+    /// First address (page aligned). Immutable.
+    pub start: u64,
+    /// One past the last address (page aligned). Immutable.
+    pub end: u64,
+    /// Protection. Immutable.
+    pub prot: Prot,
+    /// `MAP_SHARED`. Immutable.
+    pub shared: bool,
+    /// `MAP_GROWSDOWN` (a stack). Immutable.
+    pub growsdown: bool,
+    /// Linux's `VM_ACCOUNT`: the mapping is charged as private writable memory.
+    /// It takes part in merge decisions, as in Linux. Immutable.
+    pub account: bool,
+    /// Whether the object is shared anonymous memory (prints as `anon` with `s`).
+    pub shmem: bool,
+    /// The backing object. Immutable.
+    pub backing: Backing,
+    /// Page offset in the backing object of `start` (for anonymous memory, the
+    /// page number of the address where the memory was first mapped, as Linux).
+    /// Immutable.
+    pub pgoff: u64,
+    /// The anonymous object of private pages, set by the first fault that
+    /// needs one (or inherited by a split or a move).
+    pub anon: OnceLock<Arc<AnonObject>>,
+    lock_seq: AtomicU64,
+    readers: AtomicU32,
+}
+
+/// `lock_seq` of a VMA that left the tree.
+const DETACHED: u64 = u64::MAX;
+
+impl Vma {
+    /// A new VMA, write-locked by the writer whose address-space sequence is
+    /// `mm_seq` (so no fault uses it before the writer is done).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        start: u64,
+        end: u64,
+        prot: Prot,
+        shared: bool,
+        backing: Backing,
+        pgoff: u64,
+        mm_seq: u64,
+    ) -> Vma {
+        Vma {
+            start,
+            end,
+            prot,
+            shared,
+            growsdown: false,
+            account: !shared && prot.write,
+            shmem: false,
+            backing,
+            pgoff,
+            anon: OnceLock::new(),
+            lock_seq: AtomicU64::new(mm_seq),
+            readers: AtomicU32::new(0),
+        }
+    }
+
+    /// A copy of this VMA's attributes for `[start, end)` (page offset adjusted),
+    /// with the same anonymous object, write-locked for `mm_seq`.
+    pub(crate) fn piece(&self, start: u64, end: u64, mm_seq: u64) -> Vma {
+        self.relocated(start, end, self.pgoff_at(start), mm_seq)
+    }
+
+    /// A copy of this VMA's attributes placed at `[start, end)` with page offset
+    /// `pgoff` (for moves and duplicates), same anonymous object, write-locked.
+    pub(crate) fn relocated(&self, start: u64, end: u64, pgoff: u64, mm_seq: u64) -> Vma {
+        let v = Vma {
+            start,
+            end,
+            pgoff,
+            anon: OnceLock::new(),
+            lock_seq: AtomicU64::new(mm_seq),
+            readers: AtomicU32::new(0),
+            backing: self.backing.clone(),
+            ..*self
+        };
+        if let Some(a) = self.anon.get() {
+            let _ = v.anon.set(a.clone());
+        }
+        v
+    }
+
+    /// The page offset that `addr` (inside or at the ends of the VMA) maps.
+    pub fn pgoff_at(&self, addr: u64) -> u64 {
+        if addr >= self.start {
+            self.pgoff + (addr - self.start) / crate::PAGE_SIZE
+        } else {
+            self.pgoff - (self.start - addr) / crate::PAGE_SIZE
+        }
+    }
+
+    /// The file (or shmem object), if any.
+    pub fn file(&self) -> Option<&Arc<File>> {
+        match &self.backing {
+            Backing::File(f) => Some(f),
+            Backing::Anon => None,
+        }
+    }
+
+    /// Whether the VMA is private anonymous memory.
+    pub fn is_anon(&self) -> bool {
+        matches!(self.backing, Backing::Anon)
+    }
+
+    /// Whether `self` (below) and `next` (directly above) may become one VMA:
+    /// same attributes, same object with contiguous offsets, and compatible
+    /// anonymous objects (Linux's `is_mergeable_vma` and
+    /// `is_mergeable_anon_vma`, without fork's anon_vma chains).
+    pub(crate) fn can_merge_with_next(&self, next: &Vma) -> bool {
+        let same_object = match (&self.backing, &next.backing) {
+            (Backing::Anon, Backing::Anon) => true,
+            (Backing::File(a), Backing::File(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let anon_ok = match (self.anon.get(), next.anon.get()) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => true,
+        };
+        self.end == next.start
+            && same_object
+            && anon_ok
+            && self.prot == next.prot
+            && self.shared == next.shared
+            && self.growsdown == next.growsdown
+            && self.account == next.account
+            && self.shmem == next.shmem
+            && self.pgoff_at(self.end) == next.pgoff
+    }
+
+    /// Whether the VMA is detached (left the tree).
+    pub fn is_detached(&self) -> bool {
+        self.lock_seq.load(Ordering::Acquire) == DETACHED
+    }
+
+    /// Tries to take the read lock (see the module documentation); fails if
+    /// the VMA is write-locked by the current writer or detached.
+    pub(crate) fn try_read_lock(&self, mm_seq: &AtomicU64) -> bool {
+        self.readers.fetch_add(1, Ordering::SeqCst);
+        let seq = self.lock_seq.load(Ordering::SeqCst);
+        if seq == DETACHED || seq == mm_seq.load(Ordering::SeqCst) {
+            self.read_unlock();
+            return false;
+        }
+        true
+    }
+
+    /// Releases a read lock taken by `try_read_lock`.
+    pub(crate) fn read_unlock(&self) {
+        // Release: the fault's page-table writes happen before a writer that
+        // sees `readers == 0` proceeds.
+        self.readers.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Marks the VMA write-locked for the writer at `mm_seq` and waits for the
+    /// faults that hold it to finish.
+    ///
+    /// # Preconditions
+    /// The address-space lock is held for writing, with sequence `mm_seq`.
+    pub(crate) fn write_lock(&self, mm_seq: u64) {
+        if self.lock_seq.load(Ordering::Relaxed) != DETACHED {
+            self.lock_seq.store(mm_seq, Ordering::SeqCst);
+        }
+        self.wait_for_readers();
+    }
+
+    /// Marks the VMA detached (locked for ever) and waits for its readers.
+    ///
+    /// # Preconditions
+    /// The address-space lock is held for writing and the VMA is out of the tree.
+    pub(crate) fn detach(&self) {
+        self.lock_seq.store(DETACHED, Ordering::SeqCst);
+        self.wait_for_readers();
+    }
+
+    fn wait_for_readers(&self) {
+        let mut spins = 0u32;
+        // Acquire: pairs with `read_unlock`'s Release.
+        while self.readers.load(Ordering::Acquire) != 0 {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Vma {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Vma[{:#x}-{:#x} {:?} shared={} pgoff={} anon={}]",
+            self.start,
+            self.end,
+            self.prot,
+            self.shared,
+            self.pgoff,
+            self.anon.get().map_or(0, |a| a.id())
+        )
+    }
+}
