@@ -232,7 +232,7 @@ impl Cpu {
     }
 
     fn check_aligned(&self, addr: u64, access: Access) -> Result<(), Fault> {
-        if addr % 8 != 0 {
+        if !addr.is_multiple_of(8) {
             return Err(Fault {
                 addr,
                 access,

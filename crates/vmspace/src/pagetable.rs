@@ -174,11 +174,6 @@ impl PageTable {
         self.tables.load(Ordering::Relaxed)
     }
 
-    /// The entry for `addr` (empty when no table covers it), without locks.
-    pub fn read(&self, addr: u64) -> Pte {
-        self.table(addr).map_or(Pte(0), |t| t.read(addr))
-    }
-
     /// The entry for `addr` as a `Cpu` access section reads it: SeqCst, so
     /// that it is ordered after the section's entry (see `cpu.rs`).
     #[inline]
@@ -332,9 +327,9 @@ mod tests {
         let g = t.lock();
         g.set(a, Pte::new(FrameId(7), Pte::READ));
         drop(g);
-        assert_eq!(pt.read(a).frame(), FrameId(7));
-        assert!(pt.read(a).has(Pte::READ | Pte::PRESENT));
-        assert!(!pt.read(a + 4096).present());
+        assert_eq!(pt.read_for_access(a).frame(), FrameId(7));
+        assert!(pt.read_for_access(a).has(Pte::READ | Pte::PRESENT));
+        assert!(!pt.read_for_access(a + 4096).present());
         assert_eq!(pt.tables(), 1);
         pt.table_or_create(a + 4096).unwrap();
         assert_eq!(pt.tables(), 1);

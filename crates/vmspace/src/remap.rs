@@ -65,7 +65,7 @@ pub(crate) fn mremap(
 }
 
 fn move_fixed(w: &mut Writer<'_>, addr: u64, old_len: u64, new_len: u64, dest: u64) -> Result<u64, Errno> {
-    if dest % PAGE_SIZE != 0 {
+    if !dest.is_multiple_of(PAGE_SIZE) {
         return Err(Errno::EINVAL);
     }
     let dest_end = dest.checked_add(new_len).filter(|&e| e <= ADDR_LIMIT).ok_or(Errno::EINVAL)?;

@@ -185,7 +185,7 @@ impl Drop for Writer<'_> {
 }
 
 fn page_aligned(x: u64) -> bool {
-    x % PAGE_SIZE == 0
+    x.is_multiple_of(PAGE_SIZE)
 }
 
 /// `len` rounded up to whole pages, `None` on overflow.
@@ -262,6 +262,11 @@ impl AddressSpace {
     /// Fault counters summed over this address space's `Cpu`s.
     pub fn fault_stats(&self) -> crate::FaultStats {
         self.cpus.totals()
+    }
+
+    /// Number of last-level page tables (each maps 2 MiB).
+    pub fn page_tables(&self) -> usize {
+        self.pt.tables()
     }
 
     /// Number of VMAs.
@@ -637,7 +642,7 @@ impl Writer<'_> {
     /// install anything (they validate under the PTE lock).
     pub(crate) fn begin_spec_change(&self) -> u64 {
         let s = self.space.spec_seq.fetch_add(1, Ordering::SeqCst);
-        debug_assert!(s % 2 == 0, "nested speculative change");
+        debug_assert!(s.is_multiple_of(2), "nested speculative change");
         s
     }
 
