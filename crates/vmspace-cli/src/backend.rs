@@ -7,7 +7,10 @@
 
 use crate::script::{self, Backing, Op, Outcome, Sharing};
 use std::sync::Arc;
-use vmspace::{AddressSpace, Config, Errno, FrameAllocator, MapFlags, MapSource, MemoryStore, Prot, RemapFlags, Strategy};
+use vmspace::{
+    AddressSpace, Config, Errno, FrameAllocator, MapFlags, MapSource, MemoryStore, Prot,
+    RemapFlags, Strategy,
+};
 
 /// Where page 0 of the window lives in the address space.
 pub const WINDOW_BASE: u64 = 0x7000_0000_0000;
@@ -88,8 +91,14 @@ impl Exec {
         let frames = self.frames.clone();
         self.files[id as usize]
             .get_or_insert_with(|| {
-                let store = MemoryStore::new(script::FILE_PAGES, |p, page| page[0] = script::file_byte(id, p));
-                Arc::new(vmspace::File::new(script::FILE_PAGES, Box::new(store), frames))
+                let store = MemoryStore::new(script::FILE_PAGES, |p, page| {
+                    page[0] = script::file_byte(id, p)
+                });
+                Arc::new(vmspace::File::new(
+                    script::FILE_PAGES,
+                    Box::new(store),
+                    frames,
+                ))
             })
             .clone()
     }
@@ -134,29 +143,57 @@ impl script::Backend for Exec {
     fn exec(&mut self, op: &Op) -> Outcome {
         let pages = |n: u64| n * script::PAGE;
         match *op {
-            Op::Mmap { page, npages, prot: p, backing, sharing } => {
+            Op::Mmap {
+                page,
+                npages,
+                prot: p,
+                backing,
+                sharing,
+            } => {
                 let source = match backing {
                     Backing::Anon => MapSource::Anon,
-                    Backing::File { id, pgoff } => MapSource::File { file: self.file(id), pgoff },
+                    Backing::File { id, pgoff } => MapSource::File {
+                        file: self.file(id),
+                        pgoff,
+                    },
                 };
                 let flags = MapFlags {
                     shared: sharing == Sharing::Shared,
                     fixed: true,
                     ..MapFlags::default()
                 };
-                outcome(self.space.mmap(addr(page), pages(npages), prot(p), flags, source))
+                outcome(
+                    self.space
+                        .mmap(addr(page), pages(npages), prot(p), flags, source),
+                )
             }
             Op::Munmap { page, npages } => outcome(self.space.munmap(addr(page), pages(npages))),
-            Op::Mprotect { page, npages, prot: p } => outcome(self.space.mprotect(addr(page), pages(npages), prot(p))),
-            Op::Mremap { page, old_npages, new_npages, new_page } => {
+            Op::Mprotect {
+                page,
+                npages,
+                prot: p,
+            } => outcome(self.space.mprotect(addr(page), pages(npages), prot(p))),
+            Op::Mremap {
+                page,
+                old_npages,
+                new_npages,
+                new_page,
+            } => {
                 let flags = RemapFlags {
                     may_move: new_page.is_some(),
                     fixed: new_page.map(addr),
                 };
-                outcome(self.space.mremap(addr(page), pages(old_npages), pages(new_npages), flags))
+                outcome(
+                    self.space
+                        .mremap(addr(page), pages(old_npages), pages(new_npages), flags),
+                )
             }
-            Op::MadviseDontneed { page, npages } => outcome(self.space.madvise_dontneed(addr(page), pages(npages))),
-            Op::Write { page, value } => access(self.cpu.write_u8(addr(page), value), |_| Outcome::Ok),
+            Op::MadviseDontneed { page, npages } => {
+                outcome(self.space.madvise_dontneed(addr(page), pages(npages)))
+            }
+            Op::Write { page, value } => {
+                access(self.cpu.write_u8(addr(page), value), |_| Outcome::Ok)
+            }
             Op::Read { page } => access(self.cpu.read_u8(addr(page)), Outcome::Value),
             Op::Maps => self.maps(),
         }

@@ -2,6 +2,7 @@
 //! in its own module with an `Args` struct and a `main(args) -> ExitCode`;
 //! adding one is a module, an enum variant and a match arm.
 
+mod gen_cmd;
 mod replay;
 
 use std::process::ExitCode;
@@ -20,10 +21,13 @@ struct Cli {
 enum Command {
     /// Run vmscript files and print one result line per operation.
     Replay(replay::Args),
+    /// Write random vmscript files (deterministic from a seed).
+    Gen(gen_cmd::Args),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Replay(args) => replay::main(args),
+        Command::Gen(args) => gen_cmd::main(args),
     }
 }

@@ -101,7 +101,11 @@ fn replay_all(scripts: &[Script], on_host: bool, headers: bool) -> anyhow::Resul
 }
 
 /// Runs one script on the chosen backend.
-fn run_script(ops: &[Op], on_host: bool, runner: &mut Option<Runner>) -> anyhow::Result<Vec<String>> {
+fn run_script(
+    ops: &[Op],
+    on_host: bool,
+    runner: &mut Option<Runner>,
+) -> anyhow::Result<Vec<String>> {
     if on_host {
         // The vmspace binary is single-threaded, as run_on_host requires.
         return Ok(host::run_on_host(ops)?);

@@ -110,7 +110,11 @@ fn timed(map: &Arc<dyn Lookup>, n: u64, threads: usize, iters: u64) -> Duration 
             })
         })
         .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .max()
+        .unwrap()
 }
 
 fn lookups(c: &mut Criterion) {
@@ -140,8 +144,7 @@ fn writes(c: &mut Criterion) {
         group.sample_size(20);
         let mut rng = SmallRng::seed_from_u64(7);
         let addrs: Vec<u64> = (0..4096).map(|_| 16 * rng.gen_range(0..n) + 9).collect();
-        let mut map: BTreeMap<u64, (u64, u64)> =
-            ranges(n).map(|(s, e, v)| (s, (e, v))).collect();
+        let mut map: BTreeMap<u64, (u64, u64)> = ranges(n).map(|(s, e, v)| (s, (e, v))).collect();
         let mut i = 0;
         group.bench_function("btreemap insert+remove", |b| {
             b.iter(|| {

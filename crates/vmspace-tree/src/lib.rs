@@ -166,7 +166,6 @@ impl<T: Send + Sync> RangeTree<T> {
         (tree, token)
     }
 
-
     /// Number of stored ranges.
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)

@@ -198,7 +198,12 @@ pub(crate) unsafe fn items_of<T>(node: NodePtr<T>) -> Vec<Item> {
 /// The largest gap inside a run of consecutive items (between them or inside one).
 fn inner_gap(items: &[Item]) -> u64 {
     let between = items.windows(2).map(|w| w[1].start - w[0].end);
-    items.iter().map(|i| i.gap).chain(between).max().unwrap_or(0)
+    items
+        .iter()
+        .map(|i| i.gap)
+        .chain(between)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Builds one node from 1..=B items and returns the slot its parent keeps for it.

@@ -64,5 +64,5 @@ mod imp {
     }
 }
 
-pub use imp::{pin, Guard};
 pub(crate) use imp::*;
+pub use imp::{pin, Guard};

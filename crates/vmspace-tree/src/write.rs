@@ -144,8 +144,16 @@ impl<T: Clone> Splice<T> {
             }
             out.extend(pending.take());
             if right {
-                let ptr = if left { self.clone_value(it.ptr) } else { it.ptr };
-                out.push(Item { start: e, ptr, ..it });
+                let ptr = if left {
+                    self.clone_value(it.ptr)
+                } else {
+                    it.ptr
+                };
+                out.push(Item {
+                    start: e,
+                    ptr,
+                    ..it
+                });
             }
             match (left, right) {
                 (false, false) => {

@@ -37,7 +37,10 @@ fn reader_sees_before_or_after_a_store() {
         tree.store(&mut w, 5, 25, 3).unwrap();
         let after = snapshot(&tree);
         let (hit, seen) = reader.join().unwrap();
-        assert!(hit == Some((0, 10, 1)) || hit == Some((5, 25, 3)), "{hit:?}");
+        assert!(
+            hit == Some((0, 10, 1)) || hit == Some((5, 25, 3)),
+            "{hit:?}"
+        );
         assert!(seen == before || seen == after, "mixed view {seen:?}");
     });
 }

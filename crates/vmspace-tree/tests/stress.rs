@@ -38,7 +38,8 @@ impl Val {
         }
     }
     fn valid(&self) -> bool {
-        self.alive.load(Ordering::Relaxed) && self.check == checksum(self.start, self.end, self.serial)
+        self.alive.load(Ordering::Relaxed)
+            && self.check == checksum(self.start, self.end, self.serial)
     }
 }
 
@@ -50,7 +51,10 @@ impl Clone for Val {
 
 impl Drop for Val {
     fn drop(&mut self) {
-        assert!(self.alive.swap(false, Ordering::Relaxed), "value dropped twice");
+        assert!(
+            self.alive.swap(false, Ordering::Relaxed),
+            "value dropped twice"
+        );
         DROPPED.fetch_add(1, Ordering::Relaxed);
     }
 }

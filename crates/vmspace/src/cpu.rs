@@ -115,7 +115,12 @@ impl Cpu {
     /// Runs `f` on the frame and in-page offset that `addr` translates to for
     /// `access`, inside an access section, faulting the page in as needed.
     #[inline]
-    fn with_frame<R>(&self, addr: u64, access: Access, f: impl Fn(FrameId, u64) -> R) -> Result<R, Fault> {
+    fn with_frame<R>(
+        &self,
+        addr: u64,
+        access: Access,
+        f: impl Fn(FrameId, u64) -> R,
+    ) -> Result<R, Fault> {
         let need = match access {
             Access::Read => Pte::READ,
             Access::Write => Pte::WRITE,
@@ -185,7 +190,12 @@ impl Cpu {
 
     /// Atomic compare-exchange on an aligned word: `Ok(previous)` is the value
     /// found (equal to `current` on success). SeqCst, as `lock cmpxchg`.
-    pub fn compare_exchange_u64(&mut self, addr: u64, current: u64, new: u64) -> Result<Result<u64, u64>, Fault> {
+    pub fn compare_exchange_u64(
+        &mut self,
+        addr: u64,
+        current: u64,
+        new: u64,
+    ) -> Result<Result<u64, u64>, Fault> {
         self.check_aligned(addr, Access::Write)?;
         let frames: &crate::frame::FrameAllocator = self.space.frames();
         self.with_frame(addr, Access::Write, |f, off| {

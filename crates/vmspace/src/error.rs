@@ -98,7 +98,11 @@ impl Fault {
 
 impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?} fault at {:#x}: {:?}", self.access, self.addr, self.cause)
+        write!(
+            f,
+            "{:?} fault at {:#x}: {:?}",
+            self.access, self.addr, self.cause
+        )
     }
 }
 

@@ -88,7 +88,12 @@ fn fault(addr: u64, access: Access, cause: FaultCause) -> Fault {
 impl AddressSpace {
     /// Resolves a missing or insufficient translation for `access` at `addr`,
     /// or says why it cannot be resolved.
-    pub(crate) fn handle_fault(&self, stats: &FaultCounters, addr: u64, access: Access) -> Result<(), Fault> {
+    pub(crate) fn handle_fault(
+        &self,
+        stats: &FaultCounters,
+        addr: u64,
+        access: Access,
+    ) -> Result<(), Fault> {
         let lockless = match self.strategy() {
             Strategy::MmapLock => None,
             Strategy::PerVma => self.fault_per_vma(stats, addr, access),
@@ -134,7 +139,12 @@ impl AddressSpace {
     }
 
     /// The per-VMA path; `None` means "fall back to the lock path".
-    fn fault_per_vma(&self, stats: &FaultCounters, addr: u64, access: Access) -> Option<Result<(), Fault>> {
+    fn fault_per_vma(
+        &self,
+        stats: &FaultCounters,
+        addr: u64,
+        access: Access,
+    ) -> Option<Result<(), Fault>> {
         loop {
             let g = vmspace_tree::pin();
             let vma = self.tree().find(addr, &g)?.value;
@@ -161,7 +171,12 @@ impl AddressSpace {
     }
 
     /// The speculative path; `None` means "fall back to the lock path".
-    fn fault_speculative(&self, stats: &FaultCounters, addr: u64, access: Access) -> Option<Result<(), Fault>> {
+    fn fault_speculative(
+        &self,
+        stats: &FaultCounters,
+        addr: u64,
+        access: Access,
+    ) -> Option<Result<(), Fault>> {
         for _ in 0..3 {
             let seq = self.spec_seq.load(Ordering::SeqCst);
             if seq & 1 == 1 {
@@ -195,13 +210,27 @@ impl AddressSpace {
     }
 
     /// Reads a page of a slow store into the cache, with no lock held.
-    fn wait_for_page(&self, file: &File, pgoff: u64, addr: u64, access: Access) -> Result<(), Fault> {
-        file.fill(pgoff).map(|_| ()).map_err(|e| fault(addr, access, fill_cause(e)))
+    fn wait_for_page(
+        &self,
+        file: &File,
+        pgoff: u64,
+        addr: u64,
+        access: Access,
+    ) -> Result<(), Fault> {
+        file.fill(pgoff)
+            .map(|_| ())
+            .map_err(|e| fault(addr, access, fill_cause(e)))
     }
 
     /// Resolves the fault inside `vma`, which the caller keeps valid (lock) or
     /// validates (`validate`). Shared by every strategy.
-    pub(crate) fn fault_in_vma(&self, vma: &Vma, addr: u64, access: Access, validate: &Validate<'_>) -> Result<Step, FaultCause> {
+    pub(crate) fn fault_in_vma(
+        &self,
+        vma: &Vma,
+        addr: u64,
+        access: Access,
+        validate: &Validate<'_>,
+    ) -> Result<Step, FaultCause> {
         let allowed = match access {
             Access::Read => vma.prot.allows_read(),
             Access::Write => vma.prot.write,
@@ -211,7 +240,10 @@ impl AddressSpace {
             return Err(FaultCause::Protection);
         }
         let page = addr & !(PAGE_SIZE - 1);
-        let table = self.page_table().table_or_create(page).ok_or(FaultCause::NoMapping)?;
+        let table = self
+            .page_table()
+            .table_or_create(page)
+            .ok_or(FaultCause::NoMapping)?;
         let pte = table.read(page);
         if pte.present() {
             return self.fault_present(vma, table, page, pte, access, validate);
@@ -225,19 +257,45 @@ impl AddressSpace {
     /// The entry exists but lacks the permission: a write to a read-only
     /// private page (copy-on-write, or reuse of an owned frame), a write to a
     /// shared page mapped read-only, or permissions widened by `mprotect`.
-    fn fault_present(&self, vma: &Vma, table: &PteTable, page: u64, pte: Pte, access: Access, validate: &Validate<'_>) -> Result<Step, FaultCause> {
+    fn fault_present(
+        &self,
+        vma: &Vma,
+        table: &PteTable,
+        page: u64,
+        pte: Pte,
+        access: Access,
+        validate: &Validate<'_>,
+    ) -> Result<Step, FaultCause> {
         let bits = vma.prot.pte_bits_no_write();
         if access != Access::Write || pte.has(Pte::WRITE) {
-            return Ok(self.install(table, page, pte, pte.with_perms(bits | (pte.0 & Pte::WRITE)), validate));
+            return Ok(self.install(
+                table,
+                page,
+                pte,
+                pte.with_perms(bits | (pte.0 & Pte::WRITE)),
+                validate,
+            ));
         }
         if pte.has(Pte::OWNED) {
-            return Ok(self.install(table, page, pte, pte.with_perms(bits | Pte::WRITE), validate));
+            return Ok(self.install(
+                table,
+                page,
+                pte,
+                pte.with_perms(bits | Pte::WRITE),
+                validate,
+            ));
         }
         if vma.shared {
             if let Some(file) = vma.file() {
                 file.mark_dirty(vma.pgoff_at(page));
             }
-            return Ok(self.install(table, page, pte, pte.with_perms(bits | Pte::WRITE), validate));
+            return Ok(self.install(
+                table,
+                page,
+                pte,
+                pte.with_perms(bits | Pte::WRITE),
+                validate,
+            ));
         }
         // Copy-on-write. The source is the zero frame or a page-cache frame,
         // which the cache keeps alive: dropping our reference after the
@@ -248,14 +306,27 @@ impl AddressSpace {
         }
         let src = pte.frame();
         let new = self.copy_or_zero(src)?;
-        let step = self.install(table, page, pte, Pte::new(new, bits | Pte::WRITE | Pte::OWNED), validate);
+        let step = self.install(
+            table,
+            page,
+            pte,
+            Pte::new(new, bits | Pte::WRITE | Pte::OWNED),
+            validate,
+        );
         if matches!(step, Step::Done) {
             self.frames().put(src);
         }
         Ok(step)
     }
 
-    fn fault_anon(&self, vma: &Vma, table: &PteTable, page: u64, access: Access, validate: &Validate<'_>) -> Result<Step, FaultCause> {
+    fn fault_anon(
+        &self,
+        vma: &Vma,
+        table: &PteTable,
+        page: u64,
+        access: Access,
+        validate: &Validate<'_>,
+    ) -> Result<Step, FaultCause> {
         let bits = vma.prot.pte_bits_no_write();
         if access != Access::Write {
             return Ok(self.install(table, page, Pte(0), Pte::new(FrameId::ZERO, bits), validate));
@@ -263,11 +334,28 @@ impl AddressSpace {
         if !self.ensure_anon(vma, validate) {
             return Ok(Step::Fallback);
         }
-        let f = self.frames().alloc_zeroed().ok_or(FaultCause::OutOfMemory)?;
-        Ok(self.install(table, page, Pte(0), Pte::new(f, bits | Pte::WRITE | Pte::OWNED), validate))
+        let f = self
+            .frames()
+            .alloc_zeroed()
+            .ok_or(FaultCause::OutOfMemory)?;
+        Ok(self.install(
+            table,
+            page,
+            Pte(0),
+            Pte::new(f, bits | Pte::WRITE | Pte::OWNED),
+            validate,
+        ))
     }
 
-    fn fault_file(&self, vma: &Vma, file: &Arc<File>, table: &PteTable, page: u64, access: Access, validate: &Validate<'_>) -> Result<Step, FaultCause> {
+    fn fault_file(
+        &self,
+        vma: &Vma,
+        file: &Arc<File>,
+        table: &PteTable,
+        page: u64,
+        access: Access,
+        validate: &Validate<'_>,
+    ) -> Result<Step, FaultCause> {
         let pgoff = vma.pgoff_at(page);
         if pgoff >= file.pages() {
             return Err(FaultCause::PastEnd);
@@ -295,8 +383,17 @@ impl AddressSpace {
         if !self.ensure_anon(vma, validate) {
             return Ok(Step::Fallback);
         }
-        let copy = self.frames().alloc_copy(frame).ok_or(FaultCause::OutOfMemory)?;
-        Ok(self.install(table, page, Pte(0), Pte::new(copy, bits | Pte::WRITE | Pte::OWNED), validate))
+        let copy = self
+            .frames()
+            .alloc_copy(frame)
+            .ok_or(FaultCause::OutOfMemory)?;
+        Ok(self.install(
+            table,
+            page,
+            Pte(0),
+            Pte::new(copy, bits | Pte::WRITE | Pte::OWNED),
+            validate,
+        ))
     }
 
     /// Gives the VMA its anonymous object if it has none. Speculative faults
@@ -325,7 +422,14 @@ impl AddressSpace {
     /// still `expected` and the fault is still valid. The caller holds one
     /// frame reference for `new`: the entry takes it, or it is dropped (the
     /// frame was never visible, so no shootdown is needed).
-    fn install(&self, table: &PteTable, page: u64, expected: Pte, new: Pte, validate: &Validate<'_>) -> Step {
+    fn install(
+        &self,
+        table: &PteTable,
+        page: u64,
+        expected: Pte,
+        new: Pte,
+        validate: &Validate<'_>,
+    ) -> Step {
         let g = table.lock();
         let valid = validate.still_valid();
         if valid && g.get(page) == expected {

@@ -276,10 +276,7 @@ impl Drop for FrameAllocator {
         // SAFETY: the mapping was created in `new` with this length and nothing
         // refers to it once the allocator is dropped (`&self` borrows end here).
         unsafe {
-            libc::munmap(
-                self.base.cast(),
-                self.frames as usize * PAGE_SIZE as usize,
-            );
+            libc::munmap(self.base.cast(), self.frames as usize * PAGE_SIZE as usize);
         }
     }
 }

@@ -49,6 +49,8 @@ pub use error::{Access, Errno, Fault, FaultCause};
 pub use frame::{ArenaError, FrameAllocator, FrameId, PAGE_SIZE, POISON};
 pub use object::{AnonObject, BackingStore, DiskStore, File, FillError, MemoryStore, ZeroStore};
 pub use pagetable::ADDR_LIMIT;
-pub use space::{AddressSpace, Config, MapFlags, MapInfo, MapSource, RemapFlags, Strategy, STACK_GUARD_GAP};
+pub use space::{
+    AddressSpace, Config, MapFlags, MapInfo, MapSource, RemapFlags, Strategy, STACK_GUARD_GAP,
+};
 pub use stats::FaultStats;
 pub use vma::Prot;

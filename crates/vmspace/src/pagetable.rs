@@ -211,23 +211,29 @@ impl PageTable {
         }
         let mut dir: &Dir = &self.root;
         for level in (2..=3).rev() {
-            let p = install(&dir.entries[index(addr, level)], || {
-                Box::into_raw(Dir::new()) as usize
-            }, |p| {
-                // SAFETY: `p` came from Box::into_raw just above and lost the race.
-                drop(unsafe { Box::from_raw(p as *mut Dir) })
-            });
+            let p = install(
+                &dir.entries[index(addr, level)],
+                || Box::into_raw(Dir::new()) as usize,
+                |p| {
+                    // SAFETY: `p` came from Box::into_raw just above and lost the race.
+                    drop(unsafe { Box::from_raw(p as *mut Dir) })
+                },
+            );
             // SAFETY: see `table`.
             dir = unsafe { &*(p as *const Dir) };
         }
-        let p = install(&dir.entries[index(addr, 1)], || {
-            self.tables.fetch_add(1, Ordering::Relaxed);
-            Box::into_raw(PteTable::new()) as usize
-        }, |p| {
-            self.tables.fetch_sub(1, Ordering::Relaxed);
-            // SAFETY: `p` came from Box::into_raw just above and lost the race.
-            drop(unsafe { Box::from_raw(p as *mut PteTable) })
-        });
+        let p = install(
+            &dir.entries[index(addr, 1)],
+            || {
+                self.tables.fetch_add(1, Ordering::Relaxed);
+                Box::into_raw(PteTable::new()) as usize
+            },
+            |p| {
+                self.tables.fetch_sub(1, Ordering::Relaxed);
+                // SAFETY: `p` came from Box::into_raw just above and lost the race.
+                drop(unsafe { Box::from_raw(p as *mut PteTable) })
+            },
+        );
         // SAFETY: see `table`.
         Some(unsafe { &*(p as *const PteTable) })
     }
@@ -247,7 +253,11 @@ impl PageTable {
 /// from `base`) that meet `[start, end)`.
 fn walk(dir: &Dir, level: u32, base: u64, start: u64, end: u64, f: &mut dyn FnMut(u64, &PteTable)) {
     let span = 1u64 << (12 + 9 * level);
-    let first = if start > base { ((start - base) / span) as usize } else { 0 };
+    let first = if start > base {
+        ((start - base) / span) as usize
+    } else {
+        0
+    };
     for i in first..ENTRIES {
         let at = base + i as u64 * span;
         if at >= end {

@@ -44,7 +44,11 @@ pub(crate) fn mremap(
         return move_fixed(w, addr, old_len, new_len, dest);
     }
     if old_len == 0 {
-        return if flags.may_move { duplicate(w, &vma, addr, new_len) } else { Err(Errno::ENOMEM) };
+        return if flags.may_move {
+            duplicate(w, &vma, addr, new_len)
+        } else {
+            Err(Errno::ENOMEM)
+        };
     }
     if new_len <= old_len {
         w.unmap(addr + new_len, old_end)?;
@@ -64,11 +68,20 @@ pub(crate) fn mremap(
     Ok(dest)
 }
 
-fn move_fixed(w: &mut Writer<'_>, addr: u64, old_len: u64, new_len: u64, dest: u64) -> Result<u64, Errno> {
+fn move_fixed(
+    w: &mut Writer<'_>,
+    addr: u64,
+    old_len: u64,
+    new_len: u64,
+    dest: u64,
+) -> Result<u64, Errno> {
     if !dest.is_multiple_of(PAGE_SIZE) {
         return Err(Errno::EINVAL);
     }
-    let dest_end = dest.checked_add(new_len).filter(|&e| e <= ADDR_LIMIT).ok_or(Errno::EINVAL)?;
+    let dest_end = dest
+        .checked_add(new_len)
+        .filter(|&e| e <= ADDR_LIMIT)
+        .ok_or(Errno::EINVAL)?;
     let old_end = addr + old_len;
     if dest < old_end.max(addr + 1) && addr < dest_end {
         return Err(Errno::EINVAL);
@@ -117,7 +130,13 @@ fn place(w: &Writer<'_>, len: u64) -> Result<u64, Errno> {
 }
 
 /// Moves `[addr, addr + old_len)` (inside one VMA) to `dest`, `new_len` long.
-fn move_range(w: &mut Writer<'_>, addr: u64, old_len: u64, dest: u64, new_len: u64) -> Result<(), Errno> {
+fn move_range(
+    w: &mut Writer<'_>,
+    addr: u64,
+    old_len: u64,
+    dest: u64,
+    new_len: u64,
+) -> Result<(), Errno> {
     let old_end = addr + old_len;
     w.split_at(addr)?;
     w.split_at(old_end)?;
@@ -146,7 +165,9 @@ fn move_ptes(w: &Writer<'_>, start: u64, end: u64, dest: u64) {
         let to = dest + (a - start);
         if let Some(src) = pt.table(a) {
             if src.read(a).present() {
-                let dst = pt.table_or_create(to).expect("destination checked against ADDR_LIMIT");
+                let dst = pt
+                    .table_or_create(to)
+                    .expect("destination checked against ADDR_LIMIT");
                 let same = std::ptr::eq(src, dst);
                 let (g1, g2) = if same {
                     (src.lock(), None)
@@ -179,7 +200,13 @@ fn duplicate(w: &mut Writer<'_>, vma: &Arc<Vma>, addr: u64, new_len: u64) -> Res
     duplicate_at(w, vma, addr, dest, new_len)
 }
 
-fn duplicate_at(w: &mut Writer<'_>, vma: &Arc<Vma>, addr: u64, dest: u64, new_len: u64) -> Result<u64, Errno> {
+fn duplicate_at(
+    w: &mut Writer<'_>,
+    vma: &Arc<Vma>,
+    addr: u64,
+    dest: u64,
+    new_len: u64,
+) -> Result<u64, Errno> {
     w.insert(vma.relocated(dest, dest + new_len, vma.pgoff_at(addr), w.seq));
     w.merge_around(dest, dest + new_len);
     Ok(dest)

@@ -301,7 +301,9 @@ impl AddressSpace {
         if !page_aligned(addr) {
             return Err(Errno::EINVAL);
         }
-        let end = page_align_up(len).and_then(|l| addr.checked_add(l)).ok_or(Errno::ENOMEM)?;
+        let end = page_align_up(len)
+            .and_then(|l| addr.checked_add(l))
+            .ok_or(Errno::ENOMEM)?;
         let vmas = {
             let _r = self.lock.read();
             self.vmas_in(addr, end)
@@ -328,7 +330,10 @@ impl AddressSpace {
     /// The VMAs meeting `[start, end)`, in order.
     pub(crate) fn vmas_in(&self, start: u64, end: u64) -> Vec<Arc<Vma>> {
         let g = vmspace_tree::pin();
-        self.tree.iter(start, end, &g).map(|e| e.value.clone()).collect()
+        self.tree
+            .iter(start, end, &g)
+            .map(|e| e.value.clone())
+            .collect()
     }
 
     /// Maps `len` bytes (rounded up to pages) and returns the address.
@@ -337,13 +342,23 @@ impl AddressSpace {
     /// replacing whatever was there; `MAP_FIXED_NOREPLACE` fails with `EEXIST`
     /// if anything is there; otherwise `addr` is a hint, used if free, else
     /// the highest free gap below `mmap_base` is taken (top-down, as Linux).
-    pub fn mmap(&self, addr: u64, len: u64, prot: Prot, flags: MapFlags, source: MapSource) -> Result<u64, Errno> {
+    pub fn mmap(
+        &self,
+        addr: u64,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        source: MapSource,
+    ) -> Result<u64, Errno> {
         if len == 0 {
             return Err(Errno::EINVAL);
         }
         let len = page_align_up(len).ok_or(Errno::ENOMEM)?;
         if let MapSource::File { pgoff, .. } = &source {
-            if pgoff.checked_add(len / PAGE_SIZE).is_none_or(|end| end > (u64::MAX >> 12)) {
+            if pgoff
+                .checked_add(len / PAGE_SIZE)
+                .is_none_or(|end| end > (u64::MAX >> 12))
+            {
                 return Err(Errno::EOVERFLOW);
             }
         }
@@ -387,7 +402,9 @@ impl AddressSpace {
         if len == 0 {
             return Ok(());
         }
-        let end = page_align_up(len).and_then(|l| addr.checked_add(l)).ok_or(Errno::ENOMEM)?;
+        let end = page_align_up(len)
+            .and_then(|l| addr.checked_add(l))
+            .ok_or(Errno::ENOMEM)?;
         if end > ADDR_LIMIT {
             return Err(Errno::ENOMEM);
         }
@@ -406,7 +423,9 @@ impl AddressSpace {
         if len == 0 {
             return Ok(());
         }
-        let end = page_align_up(len).and_then(|l| addr.checked_add(l)).ok_or(Errno::EINVAL)?;
+        let end = page_align_up(len)
+            .and_then(|l| addr.checked_add(l))
+            .ok_or(Errno::EINVAL)?;
         let w = self.write_lock();
         let vmas = self.vmas_in(addr, end);
         let mut covered = addr;
@@ -425,7 +444,13 @@ impl AddressSpace {
     }
 
     /// Resizes and/or moves a mapping (Linux's `mremap`); returns its address.
-    pub fn mremap(&self, addr: u64, old_len: u64, new_len: u64, flags: RemapFlags) -> Result<u64, Errno> {
+    pub fn mremap(
+        &self,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: RemapFlags,
+    ) -> Result<u64, Errno> {
         if !page_aligned(addr) || (flags.fixed.is_some() && !flags.may_move) {
             return Err(Errno::EINVAL);
         }
@@ -484,7 +509,9 @@ fn check_range(addr: u64, len: u64, bad: Errno) -> Result<u64, Errno> {
     if !page_aligned(addr) || len == 0 {
         return Err(bad);
     }
-    let end = page_align_up(len).and_then(|l| addr.checked_add(l)).ok_or(bad)?;
+    let end = page_align_up(len)
+        .and_then(|l| addr.checked_add(l))
+        .ok_or(bad)?;
     if end > ADDR_LIMIT {
         return Err(bad);
     }
@@ -507,7 +534,11 @@ impl Writer<'_> {
         let cfg = &self.space.config;
         if fixed {
             let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
-            return if end > ADDR_LIMIT { Err(Errno::ENOMEM) } else { Ok(addr) };
+            return if end > ADDR_LIMIT {
+                Err(Errno::ENOMEM)
+            } else {
+                Ok(addr)
+            };
         }
         let hint = addr & !(PAGE_SIZE - 1);
         if hint >= cfg.mmap_min_addr
@@ -558,7 +589,9 @@ impl Writer<'_> {
     }
 
     fn split(&mut self, addr: u64, check_limit: bool) -> Result<(), Errno> {
-        let Some(v) = self.find(addr) else { return Ok(()) };
+        let Some(v) = self.find(addr) else {
+            return Ok(());
+        };
         if v.start == addr {
             return Ok(());
         }
@@ -566,7 +599,10 @@ impl Writer<'_> {
             return Err(Errno::ENOMEM);
         }
         v.write_lock(self.seq);
-        let (low, high) = (v.piece(v.start, addr, self.seq), v.piece(addr, v.end, self.seq));
+        let (low, high) = (
+            v.piece(v.start, addr, self.seq),
+            v.piece(addr, v.end, self.seq),
+        );
         // Store the upper piece first, then the lower: a lockless reader sees
         // for each address either the old VMA (locked) or a new piece (locked).
         self.insert(high);
@@ -586,7 +622,10 @@ impl Writer<'_> {
         // of one VMA needs one more slot.
         let splits = vmas.first().is_some_and(|v| v.start < start) as usize
             + vmas.last().is_some_and(|v| v.end > end) as usize;
-        if splits == 2 && vmas.len() == 1 && self.space.tree.len() >= self.space.config.max_map_count {
+        if splits == 2
+            && vmas.len() == 1
+            && self.space.tree.len() >= self.space.config.max_map_count
+        {
             return Err(Errno::ENOMEM);
         }
         self.split(start, false)?;
@@ -596,7 +635,10 @@ impl Writer<'_> {
             v.write_lock(self.seq);
         }
         let space = self.space;
-        space.tree.erase(self.token(), start, end).expect("non-empty range");
+        space
+            .tree
+            .erase(self.token(), start, end)
+            .expect("non-empty range");
         self.zap(start, end);
         for v in &inside {
             v.detach();
@@ -734,7 +776,10 @@ impl Writer<'_> {
 
     /// Merges the VMAs on both sides of `addr` if they are compatible.
     pub(crate) fn try_merge(&mut self, addr: u64) {
-        let (Some(prev), Some(next)) = (addr.checked_sub(1).and_then(|a| self.find(a)), self.find(addr)) else {
+        let (Some(prev), Some(next)) = (
+            addr.checked_sub(1).and_then(|a| self.find(a)),
+            self.find(addr),
+        ) else {
             return;
         };
         if prev.end != addr || next.start != addr || !prev.can_merge_with_next(&next) {

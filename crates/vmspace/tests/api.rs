@@ -39,7 +39,10 @@ fn bad_arguments_are_errors() {
         assert_eq!(anon(&s, 0x10000, 0, rw, true), Err(Errno::EINVAL));
         assert_eq!(anon(&s, 0x10001, P, rw, true), Err(Errno::EINVAL));
         assert_eq!(anon(&s, 0x10000, u64::MAX, rw, true), Err(Errno::ENOMEM));
-        assert_eq!(anon(&s, ADDR_LIMIT - P, 2 * P, rw, true), Err(Errno::ENOMEM));
+        assert_eq!(
+            anon(&s, ADDR_LIMIT - P, 2 * P, rw, true),
+            Err(Errno::ENOMEM)
+        );
         assert_eq!(anon(&s, 0x1000, P, rw, true), Err(Errno::EPERM));
         assert_eq!(s.munmap(0x10001, P), Err(Errno::EINVAL));
         assert_eq!(s.munmap(0x10000, 0), Err(Errno::EINVAL));
@@ -48,9 +51,18 @@ fn bad_arguments_are_errors() {
         assert_eq!(s.mprotect(0x10000, 0, rw), Ok(()));
         assert_eq!(s.mprotect(0x10000, P, rw), Err(Errno::ENOMEM));
         assert_eq!(s.mprotect(0x10000, u64::MAX, rw), Err(Errno::ENOMEM));
-        assert_eq!(s.mremap(0x10001, P, P, RemapFlags::default()), Err(Errno::EINVAL));
-        assert_eq!(s.mremap(0x10000, P, 0, RemapFlags::default()), Err(Errno::EINVAL));
-        assert_eq!(s.mremap(0x10000, P, P, RemapFlags::default()), Err(Errno::EFAULT));
+        assert_eq!(
+            s.mremap(0x10001, P, P, RemapFlags::default()),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            s.mremap(0x10000, P, 0, RemapFlags::default()),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            s.mremap(0x10000, P, P, RemapFlags::default()),
+            Err(Errno::EFAULT)
+        );
         let fixed_only = RemapFlags {
             may_move: false,
             fixed: Some(0x20000),
@@ -85,7 +97,10 @@ fn placement_is_top_down_and_respects_noreplace() {
         fixed_noreplace: true,
         ..MapFlags::default()
     };
-    assert_eq!(s.mmap(hint, P, Prot::READ, noreplace, MapSource::Anon), Err(Errno::EEXIST));
+    assert_eq!(
+        s.mmap(hint, P, Prot::READ, noreplace, MapSource::Anon),
+        Err(Errno::EEXIST)
+    );
     // A hint that is taken is only a hint.
     let c = anon(&s, hint, P, Prot::READ, false).unwrap();
     assert_ne!(c, hint);
@@ -144,7 +159,10 @@ fn anonymous_memory_zero_fill_cow_and_dontneed() {
         assert_eq!(s.frames().in_use(), 0);
         s.mprotect(a, 4 * P, Prot::READ).unwrap();
         let f = cpu.write_u8(a, 1).unwrap_err();
-        assert_eq!((f.addr, f.access, f.cause), (a, Access::Write, FaultCause::Protection));
+        assert_eq!(
+            (f.addr, f.access, f.cause),
+            (a, Access::Write, FaultCause::Protection)
+        );
         let f = cpu.read_u8(a - P).unwrap_err();
         assert_eq!(f.cause, FaultCause::NoMapping);
         let x = anon(&s, 0, P, Prot::new(false, false, true), false).unwrap();
@@ -161,11 +179,17 @@ fn words_and_atomics() {
     cpu.write_u64(a + 8, 0x0102_0304_0506_0708).unwrap();
     assert_eq!(cpu.read_u8(a + 8).unwrap(), 8);
     assert_eq!(cpu.read_u64(a + 8).unwrap(), 0x0102_0304_0506_0708);
-    assert_eq!(cpu.compare_exchange_u64(a + 8, 1, 2).unwrap(), Err(0x0102_0304_0506_0708));
+    assert_eq!(
+        cpu.compare_exchange_u64(a + 8, 1, 2).unwrap(),
+        Err(0x0102_0304_0506_0708)
+    );
     assert_eq!(cpu.swap_u64(a + 16, 5).unwrap(), 0);
     assert_eq!(cpu.fetch_add_u64(a + 16, 3).unwrap(), 5);
     assert_eq!(cpu.compare_exchange_u64(a + 16, 8, 1).unwrap(), Ok(8));
-    assert_eq!(cpu.read_u64(a + 3).unwrap_err().cause, FaultCause::Protection);
+    assert_eq!(
+        cpu.read_u64(a + 3).unwrap_err().cause,
+        FaultCause::Protection
+    );
     let mut buf = [0u8; 5];
     cpu.write_bytes(a + P - 2, b"hello").unwrap_err();
     cpu.read_bytes(a + P - 2, &mut buf).unwrap_err();
@@ -178,7 +202,8 @@ fn words_and_atomics() {
 fn shared_file_writes_are_visible_and_reach_the_store() {
     each_strategy(|st| {
         let s = space(st, 64);
-        let dir = std::env::temp_dir().join(format!("vmspace-api-{}-{}", std::process::id(), st.name()));
+        let dir =
+            std::env::temp_dir().join(format!("vmspace-api-{}-{}", std::process::id(), st.name()));
         let disk = std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -187,7 +212,11 @@ fn shared_file_writes_are_visible_and_reach_the_store() {
             .open(&dir)
             .unwrap();
         disk.set_len(4 * P).unwrap();
-        let file = Arc::new(File::new(4, Box::new(DiskStore::new(disk)), s.frames().clone()));
+        let file = Arc::new(File::new(
+            4,
+            Box::new(DiskStore::new(disk)),
+            s.frames().clone(),
+        ));
         let shared = MapFlags {
             shared: true,
             ..MapFlags::default()
@@ -198,25 +227,42 @@ fn shared_file_writes_are_visible_and_reach_the_store() {
         };
         let a = s.mmap(0, 4 * P, Prot::READ_WRITE, shared, src()).unwrap();
         let b = s.mmap(0, 4 * P, Prot::READ, shared, src()).unwrap();
-        let c = s.mmap(0, 4 * P, Prot::READ_WRITE, MapFlags::default(), src()).unwrap();
+        let c = s
+            .mmap(0, 4 * P, Prot::READ_WRITE, MapFlags::default(), src())
+            .unwrap();
         let mut cpu = s.cpu();
         cpu.write_u8(a + P + 7, 42).unwrap();
         assert_eq!(cpu.read_u8(b + P + 7).unwrap(), 42);
-        assert_eq!(cpu.read_u8(c + P + 7).unwrap(), 42, "private mapping reads the cache");
+        assert_eq!(
+            cpu.read_u8(c + P + 7).unwrap(),
+            42,
+            "private mapping reads the cache"
+        );
         cpu.write_u8(c + P + 7, 1).unwrap();
-        assert_eq!(cpu.read_u8(b + P + 7).unwrap(), 42, "private write stays private");
+        assert_eq!(
+            cpu.read_u8(b + P + 7).unwrap(),
+            42,
+            "private write stays private"
+        );
         s.msync(a, 4 * P).unwrap();
         let on_disk = std::fs::read(&dir).unwrap();
         assert_eq!(on_disk[(P + 7) as usize], 42);
         // Past the end of the file: a bus error.
         let d = s.mmap(0, 8 * P, Prot::READ, shared, src()).unwrap();
-        assert_eq!(cpu.read_u8(d + 5 * P).unwrap_err().cause, FaultCause::PastEnd);
+        assert_eq!(
+            cpu.read_u8(d + 5 * P).unwrap_err().cause,
+            FaultCause::PastEnd
+        );
         cpu.write_u8(a + 2 * P, 9).unwrap();
         drop(cpu);
         drop(s);
         drop(file);
         let on_disk = std::fs::read(&dir).unwrap();
-        assert_eq!(on_disk[(2 * P) as usize], 9, "dropping the file writes back");
+        assert_eq!(
+            on_disk[(2 * P) as usize],
+            9,
+            "dropping the file writes back"
+        );
         let _ = std::fs::remove_file(&dir);
     });
 }
@@ -228,11 +274,17 @@ fn out_of_memory_is_a_fault_not_a_panic() {
     let a = anon(&s, 0, 4 * P, Prot::READ_WRITE, false).unwrap();
     cpu.write_u8(a, 1).unwrap();
     cpu.write_u8(a + P, 1).unwrap();
-    assert_eq!(cpu.write_u8(a + 2 * P, 1).unwrap_err().cause, FaultCause::OutOfMemory);
+    assert_eq!(
+        cpu.write_u8(a + 2 * P, 1).unwrap_err().cause,
+        FaultCause::OutOfMemory
+    );
     s.frames().set_failure_rate(1.0);
     s.munmap(a, 4 * P).unwrap();
     let b = anon(&s, 0, P, Prot::READ_WRITE, false).unwrap();
-    assert_eq!(cpu.write_u8(b, 1).unwrap_err().cause, FaultCause::OutOfMemory);
+    assert_eq!(
+        cpu.write_u8(b, 1).unwrap_err().cause,
+        FaultCause::OutOfMemory
+    );
     s.frames().set_failure_rate(0.0);
     cpu.write_u8(b, 1).unwrap();
 }
@@ -248,7 +300,8 @@ fn stack_grows_down_but_keeps_the_guard_gap() {
             growsdown: true,
             ..MapFlags::default()
         };
-        s.mmap(top - 4 * P, 4 * P, Prot::READ_WRITE, grows, MapSource::Anon).unwrap();
+        s.mmap(top - 4 * P, 4 * P, Prot::READ_WRITE, grows, MapSource::Anon)
+            .unwrap();
         cpu.write_u8(top - 10 * P, 5).unwrap();
         assert_eq!(s.maps()[0].start, top - 10 * P);
         // A mapping below, closer than the guard gap, stops the growth.

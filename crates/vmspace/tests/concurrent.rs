@@ -24,7 +24,10 @@ const SHARED: u64 = 0x5000_0000;
 const MAGIC: u64 = 0xC0DE;
 
 fn secs() -> u64 {
-    std::env::var("VMSPACE_STRESS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2)
+    std::env::var("VMSPACE_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
 }
 
 /// A word for page `page` of the shared region in generation `gen`.
@@ -66,9 +69,15 @@ fn run(strategy: Strategy) {
     let churn_ops = churn(&space, deadline, &dead_gen);
     stop.store(true, Ordering::Relaxed);
     let checks: u64 = faulters.into_iter().map(|h| h.join().unwrap()).sum();
-    assert!(churn_ops > 10 && checks > 100, "the test did too little: {churn_ops} {checks}");
+    assert!(
+        churn_ops > 10 && checks > 100,
+        "the test did too little: {churn_ops} {checks}"
+    );
     let stats = space.fault_stats();
-    eprintln!("{}: {churn_ops} churn ops, {checks} checks, {stats:?}", strategy.name());
+    eprintln!(
+        "{}: {churn_ops} churn ops, {checks} checks, {stats:?}",
+        strategy.name()
+    );
     drop(space);
     assert_eq!(frames.in_use(), 0, "frames leaked");
 }
@@ -96,7 +105,11 @@ fn faulter(space: &Arc<AddressSpace>, t: u64, stop: &AtomicBool, dead: &AtomicU6
             last[p as usize] = v;
         }
         for p in 0..PAGES {
-            assert_eq!(cpu.read_u64(base + p * P).unwrap(), last[p as usize], "lost write");
+            assert_eq!(
+                cpu.read_u64(base + p * P).unwrap(),
+                last[p as usize],
+                "lost write"
+            );
             checks += 1;
         }
         for p in 0..8 {
@@ -107,7 +120,10 @@ fn faulter(space: &Arc<AddressSpace>, t: u64, stop: &AtomicBool, dead: &AtomicU6
                     assert_ne!(v, POISON, "read a freed frame");
                     assert_eq!((v >> 48, v & 0xFFFF), (MAGIC, p), "foreign value {v:#x}");
                     let gen = (v >> 16) & 0xFFFF_FFFF;
-                    assert!(gen > d, "stale translation: gen {gen} read after unmap of gen {d}");
+                    assert!(
+                        gen > d,
+                        "stale translation: gen {gen} read after unmap of gen {d}"
+                    );
                 }
                 Err(f) => assert_eq!(f.cause, FaultCause::NoMapping),
             }

@@ -93,13 +93,17 @@ impl BackingStore for MemoryStore {
             std::thread::sleep(self.latency);
         }
         let pages = self.pages.lock();
-        let page = pages.get(pgoff as usize).ok_or_else(|| io::Error::other("read past the store"))?;
+        let page = pages
+            .get(pgoff as usize)
+            .ok_or_else(|| io::Error::other("read past the store"))?;
         buf.copy_from_slice(page);
         Ok(())
     }
     fn write_page(&self, pgoff: u64, buf: &[u8]) -> io::Result<()> {
         let mut pages = self.pages.lock();
-        let page = pages.get_mut(pgoff as usize).ok_or_else(|| io::Error::other("write past the store"))?;
+        let page = pages
+            .get_mut(pgoff as usize)
+            .ok_or_else(|| io::Error::other("write past the store"))?;
         page.copy_from_slice(buf);
         Ok(())
     }
@@ -126,7 +130,10 @@ impl BackingStore for DiskStore {
         buf.fill(0);
         let mut done = 0;
         while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], pgoff * PAGE_SIZE + done as u64)? {
+            match self
+                .file
+                .read_at(&mut buf[done..], pgoff * PAGE_SIZE + done as u64)?
+            {
                 0 => break, // past the end of the file on disk: zeros
                 n => done += n,
             }
