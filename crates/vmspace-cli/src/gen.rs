@@ -6,7 +6,7 @@
 //! protections and backings a random script uses, and how often. Scripts stay
 //! inside a small region (pages `0..window`) so that operations keep hitting,
 //! straddling and neighbouring each other, with occasional far pages (a second
-//! cluster, and the top end of the window). A rough [`shadow`] of the mappings
+//! cluster, and the top end of the window). A rough shadow (module `shadow`) of the mappings
 //! steers the choices: mappings next to existing ones with the same or a
 //! contiguous backing (merges), ranges inside or across mappings (splits,
 //! `MAP_FIXED` replacement), `mremap` growing into free space or into a
@@ -136,7 +136,7 @@ impl Rng {
 }
 
 /// The kinds of step, before their details are drawn.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
     MmapFresh,
     MmapNext,
@@ -149,10 +149,11 @@ enum Step {
     Read,
     Maps,
     Bad,
+    Memory,
 }
 
 /// How often each kind of step is drawn.
-const STEPS: [(u64, Step); 11] = [
+const STEPS: [(u64, Step); 12] = [
     (13, Step::MmapFresh),
     (8, Step::MmapNext),
     (5, Step::MmapOver),
@@ -164,6 +165,7 @@ const STEPS: [(u64, Step); 11] = [
     (15, Step::Read),
     (9, Step::Maps),
     (4, Step::Bad),
+    (2, Step::Memory),
 ];
 
 /// The eight protections, common ones first and most often.
@@ -224,6 +226,10 @@ impl<'a> Generator<'a> {
     /// the state before a mapping change is visible in the output).
     fn step(&mut self) {
         let mut step = self.rng.weighted(&STEPS);
+        if step == Step::Memory {
+            self.memory_scenario();
+            return;
+        }
         if self.shadow.regions().len() < 2 && self.rng.chance(50) {
             step = Step::MmapFresh;
         }
@@ -290,6 +296,66 @@ impl<'a> Generator<'a> {
             }
             Op::MadviseDontneed { .. } | Op::Read { .. } | Op::Maps => {}
         }
+    }
+
+    /// Appends `op` as it is (no `maps` before it) and tracks it.
+    fn push(&mut self, op: Op) {
+        let op = fit(op);
+        self.track(&op);
+        self.ops.push(op);
+    }
+
+    /// A short sequence that checks what memory holds rather than how it is
+    /// mapped, at a free place: copy-on-write of a private file page (seen
+    /// where it was written, not through a shared mapping of the same page),
+    /// a write through one shared mapping seen through another, and
+    /// `MADV_DONTNEED` on written private and shared pages. Random steps
+    /// rarely line these up by chance.
+    fn memory_scenario(&mut self) {
+        let len = self.rng.between(1, 4);
+        let Some(private) = self.free_place(3 * len) else {
+            return;
+        };
+        let (shared, other) = (private + len, private + 2 * len);
+        let k = self.rng.below(len);
+        let value = self.rng.between(1, 255) as u8;
+        let rw = Prot::READ_WRITE;
+        if self.files.is_empty() || self.rng.chance(25) {
+            self.push(mmap(private, len, rw, Backing::Anon, Sharing::Private));
+            self.push(mmap(shared, len, rw, Backing::Anon, Sharing::Shared));
+            for page in [private + k, shared + k] {
+                self.push(Op::Write { page, value });
+                self.push(Op::Read { page });
+            }
+        } else {
+            let id = self.rng.pick(&self.files.clone());
+            let pgoff = self.rng.below(FILE_PAGES - len);
+            let backing = Backing::File { id, pgoff };
+            self.push(mmap(private, len, rw, backing, Sharing::Private));
+            self.push(mmap(shared, len, rw, backing, Sharing::Shared));
+            self.push(mmap(other, len, rw, backing, Sharing::Shared));
+            self.push(Op::Write {
+                page: private + k,
+                value,
+            });
+            self.push(Op::Read { page: private + k });
+            self.push(Op::Read { page: shared + k });
+            let value = value.wrapping_add(1).max(1);
+            self.push(Op::Write {
+                page: other + k,
+                value,
+            });
+            self.push(Op::Read { page: shared + k });
+            self.push(Op::Read {
+                page: private + (k + 1) % len,
+            });
+        }
+        self.push(Op::MadviseDontneed {
+            page: private,
+            npages: 2 * len,
+        });
+        self.push(Op::Read { page: private + k });
+        self.push(Op::Read { page: shared + k });
     }
 
     // ---- drawing pages, lengths and attributes ----

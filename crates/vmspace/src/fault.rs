@@ -356,6 +356,13 @@ impl AddressSpace {
         access: Access,
         validate: &Validate<'_>,
     ) -> Result<Step, FaultCause> {
+        // A private write gets its anonymous object before anything can fail
+        // (Linux prepares the anon_vma first, so even a write past the end of
+        // the file leaves the VMA with one, which decides later merges).
+        let cow = !vma.shared && access == Access::Write;
+        if cow && !self.ensure_anon(vma, validate) {
+            return Ok(Step::Fallback);
+        }
         let pgoff = vma.pgoff_at(page);
         if pgoff >= file.pages() {
             return Err(FaultCause::PastEnd);
@@ -380,9 +387,6 @@ impl AddressSpace {
             self.frames().get(frame);
             return Ok(self.install(table, page, Pte(0), Pte::new(frame, bits), validate));
         }
-        if !self.ensure_anon(vma, validate) {
-            return Ok(Step::Fallback);
-        }
         let copy = self
             .frames()
             .alloc_copy(frame)
@@ -405,8 +409,32 @@ impl AddressSpace {
         if validate.speculative() {
             return false;
         }
-        vma.anon.get_or_init(|| Arc::new(AnonObject::new()));
+        vma.anon
+            .get_or_init(|| self.neighbour_anon(vma).unwrap_or_default());
         true
+    }
+
+    /// The anonymous object of an adjacent VMA that `vma` may share (Linux's
+    /// `find_mergeable_anon_vma`): the next VMA is tried first, then the
+    /// previous one. A neighbour qualifies when it touches `vma`, has the same
+    /// backing object with contiguous page offsets, and differs at most in
+    /// protection. Sharing keeps the two mergeable after a later `mprotect`.
+    fn neighbour_anon(&self, vma: &Vma) -> Option<Arc<AnonObject>> {
+        let g = vmspace_tree::pin();
+        let tree = self.tree();
+        let next = tree.find(vma.end, &g).map(|e| e.value.clone());
+        if let Some(next) = next.filter(|n| vma.anon_compatible(n)) {
+            if let Some(a) = next.anon.get() {
+                return Some(a.clone());
+            }
+        }
+        let prev = vma
+            .start
+            .checked_sub(1)
+            .and_then(|a| tree.find(a, &g))
+            .map(|e| e.value.clone());
+        prev.filter(|p| p.anon_compatible(vma))
+            .and_then(|p| p.anon.get().cloned())
     }
 
     fn copy_or_zero(&self, src: FrameId) -> Result<FrameId, FaultCause> {

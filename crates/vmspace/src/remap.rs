@@ -7,7 +7,8 @@
 //! | grow, old range ends at its VMA's end, room above | the VMA grows in place (and may merge with the next) |
 //! | grow otherwise, `MAYMOVE` | the range moves to a new place (top-down placement) and grows there |
 //! | grow otherwise | `ENOMEM` |
-//! | `MAYMOVE \| FIXED` | the destination is unmapped; a shrinking call first unmaps the old tail; the range moves |
+//! | `MAYMOVE \| FIXED`, `new_len == old_len` | every VMA in the range moves, gaps between them kept (Linux 6.17+); only each piece's destination is unmapped |
+//! | `MAYMOVE \| FIXED`, resizing | the old range must lie in one VMA; the destination is unmapped; a shrinking call unmaps the old tail; the range moves |
 //! | `old_len == 0` on a shared mapping, `MAYMOVE` | a second mapping of the same pages (a duplicate) |
 //!
 //! Errors, in the order Linux checks them: `EINVAL` for bad arguments (see
@@ -35,13 +36,17 @@ pub(crate) fn mremap(
     new_len: u64,
     flags: RemapFlags,
 ) -> Result<u64, Errno> {
+    let old_end = addr.checked_add(old_len).ok_or(Errno::EINVAL)?;
+    if let Some(dest) = flags.fixed {
+        check_fixed_destination(w, addr, old_len, new_len, dest)?;
+        if old_len == new_len {
+            return move_vmas(w, addr, old_end, dest);
+        }
+        return move_fixed(w, addr, old_len, new_len, dest);
+    }
     let vma = w.find(addr).ok_or(Errno::EFAULT)?;
     if old_len == 0 && !vma.shared {
         return Err(Errno::EINVAL);
-    }
-    let old_end = addr.checked_add(old_len).ok_or(Errno::EINVAL)?;
-    if let Some(dest) = flags.fixed {
-        return move_fixed(w, addr, old_len, new_len, dest);
     }
     if old_len == 0 {
         return if flags.may_move {
@@ -68,13 +73,17 @@ pub(crate) fn mremap(
     Ok(dest)
 }
 
-fn move_fixed(
-    w: &mut Writer<'_>,
+/// The argument checks of a fixed move, made before any VMA is looked at:
+/// `EINVAL` for an unaligned or out-of-range destination and for one that
+/// overlaps the source; `ENOMEM` when the map count is too close to the limit
+/// for the worst case (both ranges split in three).
+fn check_fixed_destination(
+    w: &Writer<'_>,
     addr: u64,
     old_len: u64,
     new_len: u64,
     dest: u64,
-) -> Result<u64, Errno> {
+) -> Result<(), Errno> {
     if !dest.is_multiple_of(PAGE_SIZE) {
         return Err(Errno::EINVAL);
     }
@@ -82,11 +91,33 @@ fn move_fixed(
         .checked_add(new_len)
         .filter(|&e| e <= ADDR_LIMIT)
         .ok_or(Errno::EINVAL)?;
-    let old_end = addr + old_len;
-    if dest < old_end.max(addr + 1) && addr < dest_end {
+    if addr + old_len > dest && dest_end > addr {
         return Err(Errno::EINVAL);
     }
-    w.unmap(dest, dest_end)?;
+    if w.space.map_count() + 2 >= w.space.config().max_map_count.saturating_sub(3) {
+        return Err(Errno::ENOMEM);
+    }
+    Ok(())
+}
+
+/// A fixed move that also resizes (or duplicates, `old_len == 0`): the old
+/// range must lie in one VMA, checked before the destination is unmapped.
+fn move_fixed(
+    w: &mut Writer<'_>,
+    addr: u64,
+    old_len: u64,
+    new_len: u64,
+    dest: u64,
+) -> Result<u64, Errno> {
+    let vma = w.find(addr).ok_or(Errno::EFAULT)?;
+    if old_len == 0 && !vma.shared {
+        return Err(Errno::EINVAL);
+    }
+    let old_end = addr + old_len;
+    if old_end > vma.end {
+        return Err(Errno::EFAULT);
+    }
+    w.unmap(dest, dest + new_len)?;
     let mut old_len = old_len;
     if old_len > new_len {
         w.unmap(addr + new_len, old_end)?;
@@ -96,11 +127,39 @@ fn move_fixed(
     if old_len == 0 {
         return duplicate_at(w, &vma, addr, dest, new_len);
     }
-    if addr + old_len > vma.end {
-        return Err(Errno::EFAULT);
-    }
     move_range(w, addr, old_len, dest, new_len)?;
     Ok(dest)
+}
+
+/// A fixed move of equal size (Linux 6.17+): every VMA meeting
+/// `[addr, end)` moves, clipped to the range, and the gaps between them are
+/// kept, so the piece of each VMA lands at the end of the previous moved piece
+/// plus the gap that followed it. Only the destination of each piece is
+/// unmapped, not the gaps. The range must not start in a gap, and one
+/// without any VMA is `EFAULT`. Returns where the first piece went.
+fn move_vmas(w: &mut Writer<'_>, addr: u64, end: u64, dest: u64) -> Result<u64, Errno> {
+    let mut first = None;
+    let mut target = dest;
+    let mut last_end = addr;
+    let mut cursor = addr;
+    while let Some(vma) = w.space.vmas_in(cursor, end).into_iter().next() {
+        if first.is_none() && vma.start > addr {
+            return Err(Errno::EFAULT);
+        }
+        let from = vma.start.max(addr);
+        let len = vma.end.min(end) - from;
+        let to = target + (vma.start.max(last_end) - last_end);
+        last_end = vma.end;
+        w.unmap(to, to + len)?;
+        if w.find(from).is_none() {
+            return Err(Errno::EFAULT);
+        }
+        move_range(w, from, len, to, len)?;
+        first.get_or_insert(to);
+        target = to + len;
+        cursor = from + len;
+    }
+    first.ok_or(Errno::EFAULT)
 }
 
 /// Grows `vma` to end at `new_end` if nothing is mapped there; merges with the

@@ -222,6 +222,25 @@ impl Vma {
             && self.pgoff_at(self.end) == next.pgoff
     }
 
+    /// Whether `self` (below) and `next` (directly above) may share an
+    /// anonymous object: they touch, have the same backing object with
+    /// contiguous page offsets, and the same attributes apart from protection
+    /// (Linux's `anon_vma_compatible`).
+    pub(crate) fn anon_compatible(&self, next: &Vma) -> bool {
+        let same_object = match (&self.backing, &next.backing) {
+            (Backing::Anon, Backing::Anon) => true,
+            (Backing::File(a), Backing::File(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        self.end == next.start
+            && same_object
+            && self.shared == next.shared
+            && self.growsdown == next.growsdown
+            && self.account == next.account
+            && self.shmem == next.shmem
+            && self.pgoff_at(self.end) == next.pgoff
+    }
+
     /// Tries to take the read lock (see the module documentation); fails if
     /// the VMA is write-locked by the current writer or detached.
     pub(crate) fn try_read_lock(&self, mm_seq: &AtomicU64) -> bool {
