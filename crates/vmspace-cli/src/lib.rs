@@ -9,3 +9,4 @@ pub mod backend;
 pub mod gen;
 pub mod host;
 pub mod script;
+pub mod torture;

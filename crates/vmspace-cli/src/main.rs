@@ -4,6 +4,7 @@
 
 mod gen_cmd;
 mod replay;
+mod torture_cmd;
 
 use std::process::ExitCode;
 
@@ -23,11 +24,14 @@ enum Command {
     Replay(replay::Args),
     /// Write random vmscript files (deterministic from a seed).
     Gen(gen_cmd::Args),
+    /// Random concurrent operations, fault injection and a checker.
+    Torture(torture_cmd::Args),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Replay(args) => replay::main(args),
         Command::Gen(args) => gen_cmd::main(args),
+        Command::Torture(args) => torture_cmd::main(args),
     }
 }

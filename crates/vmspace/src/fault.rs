@@ -68,7 +68,10 @@ impl Validate<'_> {
     fn still_valid(&self) -> bool {
         match *self {
             Validate::Locked => true,
-            Validate::Seq(seq, start) => seq.load(Ordering::SeqCst) == start,
+            Validate::Seq(seq, start) => {
+                seq.load(Ordering::SeqCst) == start
+                    || crate::debug::broken(crate::debug::ProtocolBreak::SkipRevalidation)
+            }
         }
     }
 

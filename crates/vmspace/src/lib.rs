@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 mod cpu;
+pub mod debug;
 mod error;
 mod fault;
 mod frame;

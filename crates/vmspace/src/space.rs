@@ -143,6 +143,11 @@ pub struct MapInfo {
     pub file: Option<Arc<File>>,
     /// Page offset of `start` in the file (0 for anonymous memory).
     pub pgoff: u64,
+    /// The object behind a shared or file mapping (the file, or the
+    /// shared-memory object of a shared anonymous mapping) and the page offset
+    /// of `start` in it; `None` for private anonymous memory. Checkers use it
+    /// to tell which mappings show the same pages.
+    pub object: Option<(Arc<File>, u64)>,
 }
 
 /// State only the holder of the write lock touches.
@@ -289,6 +294,7 @@ impl AddressSpace {
                     shared: v.shared,
                     file: if v.shmem { None } else { v.file().cloned() },
                     pgoff: if v.is_anon() || v.shmem { 0 } else { v.pgoff },
+                    object: v.file().map(|f| (f.clone(), v.pgoff)),
                 }
             })
             .collect()
@@ -672,6 +678,13 @@ impl Writer<'_> {
         });
         self.end_spec_change(spec);
         if frames.is_empty() {
+            return;
+        }
+        if crate::debug::broken(crate::debug::ProtocolBreak::EarlyFree) {
+            for &f in &frames {
+                self.space.frames.put(f);
+            }
+            self.space.cpus.shootdown();
             return;
         }
         self.space.cpus.shootdown();

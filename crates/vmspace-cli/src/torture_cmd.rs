@@ -1,0 +1,122 @@
+//! `vmspace torture [--seconds S] [--threads N] [--strategy LIST] [--seed N]
+//! [--inject RATE]`: random concurrent operations with a checker (see
+//! [`vmspace_cli::torture`]), on each strategy in turn.
+//!
+//! Prints one summary line per strategy and a last line with the seed.
+//! Exit status: 0 when nothing was found, 1 on any violation or leak (the
+//! seed to reproduce it is printed), 2 for bad arguments.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use vmspace::debug::ProtocolBreak;
+use vmspace::Strategy;
+use vmspace_cli::torture::{run, Options};
+
+/// Arguments of `vmspace torture`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Seconds for the whole run, shared equally by the strategies.
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
+    seconds: f64,
+    /// Threads per address space.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    threads: u64,
+    /// Strategies, comma-separated, or `all`.
+    #[arg(long, default_value = "all", value_parser = strategies)]
+    strategy: StrategyList,
+    /// Seed of every random choice (default: from the clock, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Probability (0..1) that a frame allocation or a backing-store I/O fails.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    inject: f64,
+    /// Milliseconds between checkpoints.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    epoch_ms: u64,
+    /// Debug builds only: break the protocol on purpose (`skip-revalidation`
+    /// or `early-free`) to show that the checker notices.
+    #[arg(long, hide = true)]
+    break_protocol: Option<ProtocolBreak>,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && (0.0..=86_400.0).contains(&x) => Ok(x),
+        _ => Err(format!(
+            "`{s}` is not a number of seconds between 0 and 86400"
+        )),
+    }
+}
+
+fn probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("`{s}` is not a probability between 0 and 1")),
+    }
+}
+
+/// A parsed `--strategy` list.
+#[derive(Clone, Debug)]
+struct StrategyList(Vec<Strategy>);
+
+fn strategies(s: &str) -> Result<StrategyList, String> {
+    if s == "all" {
+        return Ok(StrategyList(Strategy::ALL.to_vec()));
+    }
+    s.split(',')
+        .map(|x| x.trim().parse())
+        .collect::<Result<_, _>>()
+        .map(StrategyList)
+}
+
+/// Runs the subcommand.
+pub fn main(args: Args) -> ExitCode {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    if let Some(b) = args.break_protocol {
+        if !vmspace::debug::break_protocol(Some(b)) {
+            eprintln!("vmspace torture: --break-protocol needs a build with debug assertions");
+            return ExitCode::from(2);
+        }
+        eprintln!("vmspace torture: protocol broken on purpose: {b:?}");
+    }
+    let strategies = args.strategy.0;
+    let per = args.seconds / strategies.len().max(1) as f64;
+    let mut clean = true;
+    for strategy in strategies {
+        let opts = Options {
+            seconds: per,
+            threads: args.threads as usize,
+            seed,
+            inject: args.inject,
+            epoch: Duration::from_millis(args.epoch_ms),
+        };
+        match run(strategy, &opts) {
+            Ok(report) => {
+                println!("{}", report.summary());
+                for v in &report.violations {
+                    println!("  violation: {v}");
+                }
+                clean &= report.clean();
+            }
+            Err(e) => {
+                println!("{}: could not run: {e:#}", strategy.name());
+                clean = false;
+            }
+        }
+    }
+    if clean {
+        println!("torture: clean (seed {seed}, inject {})", args.inject);
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "torture: FAILED; reproduce with --seed {seed} --inject {}",
+            args.inject
+        );
+        ExitCode::FAILURE
+    }
+}

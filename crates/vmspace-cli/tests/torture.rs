@@ -1,0 +1,125 @@
+//! `vmspace torture` in the test suite: clean runs on every strategy (fixed
+//! seeds, one random seed that is printed, and with injected failures), and
+//! proof that the checker can fail: a build with the protocol broken on
+//! purpose must be caught.
+//!
+//! `VMSPACE_TORTURE_SECS` sets the seconds per strategy of each clean run
+//! (default 6; CI's three clean runs then take about a minute). Set it to
+//! hundreds for a long run.
+
+use std::process::Command;
+
+fn secs_per_strategy() -> f64 {
+    std::env::var("VMSPACE_TORTURE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6.0)
+}
+
+/// Runs `vmspace torture ARGS`; returns (success, stdout).
+fn torture(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vmspace"))
+        .arg("torture")
+        .args(args)
+        .output()
+        .expect("run vmspace torture");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "vmspace torture {}:\n{stdout}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), stdout)
+}
+
+fn clean_run(seed: u64, inject: &str) {
+    let seconds = format!("{}", 3.0 * secs_per_strategy());
+    let seed = seed.to_string();
+    let (ok, out) = torture(&[
+        "--seconds",
+        &seconds,
+        "--threads",
+        "4",
+        "--seed",
+        &seed,
+        "--inject",
+        inject,
+    ]);
+    assert!(
+        ok,
+        "torture found something (seed {seed}, inject {inject}):\n{out}"
+    );
+    for strategy in ["mmap-lock", "per-vma", "speculative"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{strategy}:")))
+            .unwrap_or_else(|| panic!("no summary for {strategy}:\n{out}"));
+        assert!(line.contains(" 0 violations, 0 leaked frames"), "{line}");
+        let ops: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(ops > 1000, "{strategy} did too little: {line}");
+    }
+}
+
+#[test]
+fn every_strategy_is_clean_on_a_fixed_seed() {
+    clean_run(1, "0");
+}
+
+#[test]
+fn every_strategy_is_clean_on_a_random_seed() {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("torture random seed: {seed}");
+    clean_run(seed, "0");
+}
+
+#[test]
+fn injected_failures_lose_nothing() {
+    clean_run(7, "0.02");
+}
+
+/// The checker must be able to fail: with speculative faults that skip their
+/// re-validation, a fault racing `munmap` installs into a range that is gone,
+/// and a later load or store through it is a violation.
+#[test]
+#[cfg(debug_assertions)]
+fn a_broken_protocol_is_caught() {
+    let (ok, out) = torture(&[
+        "--seconds",
+        "60",
+        "--threads",
+        "4",
+        "--seed",
+        "11",
+        "--strategy",
+        "speculative",
+        "--break-protocol",
+        "skip-revalidation",
+    ]);
+    assert!(!ok, "the broken protocol went unnoticed:\n{out}");
+    assert!(out.contains("violation:"), "{out}");
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    for args in [
+        &["--inject", "2"][..],
+        &["--strategy", "nonsense"],
+        &["--threads", "0"],
+        &["--seconds", "-1"],
+        &["--break-protocol", "everything"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmspace"))
+            .arg("torture")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
