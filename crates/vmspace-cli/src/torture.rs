@@ -1011,11 +1011,10 @@ fn value_name(v: u64) -> String {
 /// collected. Reclamation is lazy: each pin-and-flush lets the global epoch
 /// advance and frees what no reader can reach any more.
 fn frames_after_grace_periods(frames: &FrameAllocator) -> usize {
-    for _ in 0..10_000 {
-        if frames.in_use() == 0 {
-            break;
-        }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while frames.in_use() != 0 && Instant::now() < deadline {
         vmspace_tree::pin().flush();
+        std::thread::yield_now();
     }
     frames.in_use()
 }

@@ -274,6 +274,59 @@ impl AddressSpace {
         self.pt.tables()
     }
 
+    /// Checks the address space's invariants, under the write lock (so no
+    /// change runs meanwhile; faults may): the tree's own; VMAs page aligned,
+    /// non-empty, in order, inside the address limit and attached; the VMA
+    /// count within `max_map_count`; every present entry of the page table
+    /// inside a VMA whose protection allows what the entry grants, mapping
+    /// a frame with a non-zero reference count. For tests and checkers: it
+    /// walks everything.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let _w = self.write_lock();
+        self.tree.check_invariants()?;
+        let vmas = self.vmas_in(0, ADDR_LIMIT);
+        let mut prev_end = 0;
+        for v in &vmas {
+            if !page_aligned(v.start) || !page_aligned(v.end) || v.start >= v.end {
+                return Err(format!("bad VMA bounds {v:?}"));
+            }
+            if v.start < prev_end || v.end > ADDR_LIMIT {
+                return Err(format!(
+                    "VMA {v:?} overlaps its predecessor or passes the limit"
+                ));
+            }
+            if v.is_detached() {
+                return Err(format!("VMA {v:?} is in the tree but detached"));
+            }
+            prev_end = v.end;
+        }
+        if vmas.len() > self.config.max_map_count {
+            return Err(format!("{} VMAs, over the limit", vmas.len()));
+        }
+        let mut err = None;
+        self.pt.for_each_table(0, ADDR_LIMIT, |base, table| {
+            let g = table.lock();
+            for i in 0..512 {
+                let a = base + i * PAGE_SIZE;
+                let pte = g.get(a);
+                if !pte.present() || err.is_some() {
+                    continue;
+                }
+                let i = vmas.partition_point(|v| v.end <= a);
+                let Some(v) = vmas.get(i).filter(|v| v.start <= a) else {
+                    err = Some(format!("entry at {a:#x} outside every VMA"));
+                    continue;
+                };
+                if pte.has(Pte::WRITE) && !v.prot.write {
+                    err = Some(format!("writable entry at {a:#x} in {v:?}"));
+                } else if pte.frame() != FrameId::ZERO && self.frames.refcount(pte.frame()) == 0 {
+                    err = Some(format!("entry at {a:#x} maps free frame {:?}", pte.frame()));
+                }
+            }
+        });
+        err.map_or(Ok(()), Err)
+    }
+
     /// Number of VMAs.
     pub fn map_count(&self) -> usize {
         self.tree.len()

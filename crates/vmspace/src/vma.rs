@@ -241,6 +241,11 @@ impl Vma {
             && self.pgoff_at(self.end) == next.pgoff
     }
 
+    /// Whether the VMA left the tree.
+    pub(crate) fn is_detached(&self) -> bool {
+        self.lock_seq.load(Ordering::SeqCst) == DETACHED
+    }
+
     /// Tries to take the read lock (see the module documentation); fails if
     /// the VMA is write-locked by the current writer or detached.
     pub(crate) fn try_read_lock(&self, mm_seq: &AtomicU64) -> bool {
