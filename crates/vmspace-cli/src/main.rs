@@ -2,6 +2,7 @@
 //! in its own module with an `Args` struct and a `main(args) -> ExitCode`;
 //! adding one is a module, an enum variant and a match arm.
 
+mod bench;
 mod gen_cmd;
 mod replay;
 
@@ -23,11 +24,20 @@ enum Command {
     Replay(replay::Args),
     /// Write random vmscript files (deterministic from a seed).
     Gen(gen_cmd::Args),
+    /// Benchmark page faults, mmap and VMA lookups on every strategy and on
+    /// the host kernel (no arguments: the default suite, with results.json
+    /// and plots in target/vmspace-bench/).
+    Bench(bench::Args),
+    /// Internal: one host-kernel measurement in a fresh process (run by bench).
+    #[command(name = "__bench-host", hide = true)]
+    BenchHost(bench::HostArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Replay(args) => replay::main(args),
         Command::Gen(args) => gen_cmd::main(args),
+        Command::Bench(args) => bench::main(args),
+        Command::BenchHost(args) => bench::host_main(args),
     }
 }
