@@ -254,7 +254,7 @@ impl Plan {
             repeat: args.repeat.unwrap_or(if quick { 1 } else { 3 }).max(1),
             region: if quick { 16 * MIB } else { 128 * MIB },
             mixed_region: if quick { 2 * MIB } else { 8 * MIB },
-            sleepy_region: if quick { 64 * 1024 } else { 256 * 1024 },
+            sleepy_region: if quick { 256 * 1024 } else { MIB },
             lookup_sizes: if quick {
                 [1_000, 10_000, 100_000]
             } else {
@@ -286,7 +286,9 @@ impl Plan {
             Workload::MixedChurn | Workload::MixedReaders => {
                 (t - 1) * self.mixed_region + run::CHURN_BYTES
             }
-            Workload::SleepyFile => (t - 1) * self.sleepy_region + run::CHURN_BYTES,
+            // Unmapped files are freed with their VMAs, after an epoch: room
+            // for many of them.
+            Workload::SleepyFile => 32 * t * self.sleepy_region,
         }
     }
 }

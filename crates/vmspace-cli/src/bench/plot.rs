@@ -334,11 +334,7 @@ fn kept(rows: &[&Row], path: &Path) -> Result<()> {
             .map_err(err)?;
     }
     chart
-        .draw_series(std::iter::once(Circle::new(
-            (-10.0, -10.0),
-            5,
-            BLACK.filled(),
-        )))
+        .draw_series(Vec::<Circle<(f64, f64), i32>>::new())
         .map_err(err)?
         .label("spin control (extra thread only spins)")
         .legend(|(x, y)| Circle::new((x + 9, y), 5, BLACK.filled()));
