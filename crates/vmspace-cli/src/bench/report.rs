@@ -22,6 +22,9 @@ pub fn rate(x: f64) -> String {
 
 /// Nanoseconds, short: `850ns`, `1.2us`, `3.4ms`.
 pub fn ns(x: u64) -> String {
+    if x == 0 {
+        return "-".into();
+    }
     let x = x as f64;
     if x >= 1e6 {
         format!("{:.1}ms", x / 1e6)
@@ -288,7 +291,7 @@ pub fn row_json(r: &Row) -> Value {
     put(&mut o, "ops_per_sec_max", r.max);
     put(&mut o, "runs", r.runs);
     put(&mut o, "measured_ops", r.measured_ops);
-    if let Some(h) = &r.lat {
+    if let Some(h) = r.lat.as_ref().filter(|h| !h.is_empty()) {
         put(&mut o, "p50_ns", pct(h, 0.5));
         put(&mut o, "p99_ns", pct(h, 0.99));
         put(&mut o, "p999_ns", pct(h, 0.999));
