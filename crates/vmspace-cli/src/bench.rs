@@ -577,10 +577,12 @@ fn bench(args: Args) -> Result<()> {
             continue;
         }
         if workload.is_mixed() && threads < 2 {
-            bar.println(format!(
-                "{}: skipped at {threads} thread (it needs a faulter and the extra thread)",
-                workload.name()
-            ));
+            bar.suspend(|| {
+                eprintln!(
+                    "{}: skipped at {threads} thread (it needs a faulter and the extra thread)",
+                    workload.name()
+                )
+            });
             continue;
         }
         let spec = plan.spec(workload, threads);
