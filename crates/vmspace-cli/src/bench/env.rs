@@ -1,0 +1,307 @@
+//! Where a workload runs: the [`Env`] trait, with one implementation over a
+//! vmspace [`AddressSpace`] ([`VmEnv`]) and one over the real Linux kernel
+//! ([`HostEnv`], used only inside the host child process). The workload loops
+//! in `run.rs` are generic over it, so both sides run the very same code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vmspace::{
+    AddressSpace, BackingStore, Config, Cpu, FaultStats, File, FrameAllocator, MapFlags, MapSource,
+    Prot, Strategy, ZeroStore, PAGE_SIZE,
+};
+
+/// What a thread maps.
+#[derive(Clone, Copy, Debug)]
+pub enum MapKind {
+    /// Private anonymous memory.
+    Anon,
+    /// The thread's own warm file (index = thread), private (writes are COW).
+    FilePrivate(usize),
+    /// The thread's own warm file, shared.
+    FileShared(usize),
+    /// A fresh file whose backing store answers each read after a delay.
+    Sleepy,
+}
+
+/// Memory operations a workload needs. `T` is what each thread holds (a
+/// vmspace `Cpu`; nothing on the host).
+pub trait Env: Sync {
+    /// Per-thread state.
+    type T;
+    /// The state of a new thread (called on that thread).
+    fn thread(&self) -> Self::T;
+    /// Maps `len` bytes of `kind` somewhere, read-write; returns the address.
+    fn map(&self, t: &mut Self::T, len: u64, kind: MapKind) -> u64;
+    /// Unmaps a range.
+    fn unmap(&self, t: &mut Self::T, addr: u64, len: u64);
+    /// Makes a range read-only.
+    fn protect_ro(&self, t: &mut Self::T, addr: u64, len: u64);
+    /// Stores one byte (a write fault if the page is not yet writable).
+    fn write(&self, t: &mut Self::T, addr: u64);
+    /// Loads one byte.
+    fn read(&self, t: &mut Self::T, addr: u64);
+    /// Reads the list of mappings (`maps()`, `/proc/self/maps`); returns a size.
+    fn read_maps(&self, t: &mut Self::T) -> usize;
+    /// Fault counters so far, where the environment has them.
+    fn fault_stats(&self) -> Option<FaultStats>;
+    /// Minor faults of the process so far, where the environment has them.
+    fn minor_faults(&self) -> Option<u64>;
+}
+
+/// A backing store that reads zeros after sleeping (slow I/O).
+struct SleepyStore(Duration);
+
+impl BackingStore for SleepyStore {
+    fn read_page(&self, _: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        std::thread::sleep(self.0);
+        buf.fill(0);
+        Ok(())
+    }
+    fn write_page(&self, _: u64, _: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn is_slow(&self) -> bool {
+        true
+    }
+}
+
+/// The latency of the sleepy file's store.
+pub const SLEEPY_LATENCY: Duration = Duration::from_micros(50);
+
+/// A fresh vmspace address space of one strategy.
+pub struct VmEnv {
+    space: Arc<AddressSpace>,
+    files: Vec<Arc<File>>,
+}
+
+impl VmEnv {
+    /// A new address space over `frames`, with `files` warm files of
+    /// `file_bytes` each (every page already in the page cache).
+    pub fn new(
+        strategy: Strategy,
+        frames: &Arc<FrameAllocator>,
+        files: usize,
+        file_bytes: u64,
+    ) -> VmEnv {
+        let space = AddressSpace::new(
+            Config {
+                strategy,
+                max_map_count: 1 << 20,
+                ..Config::default()
+            },
+            frames.clone(),
+        );
+        let pages = file_bytes / PAGE_SIZE;
+        let files = (0..files)
+            .map(|_| {
+                let f = Arc::new(File::new(pages, Box::new(ZeroStore), frames.clone()));
+                for p in 0..pages {
+                    f.fill(p)
+                        .expect("warming a bench file: frame arena too small");
+                }
+                f
+            })
+            .collect();
+        VmEnv { space, files }
+    }
+}
+
+impl Env for VmEnv {
+    type T = Cpu;
+
+    fn thread(&self) -> Cpu {
+        self.space.cpu()
+    }
+
+    fn map(&self, _: &mut Cpu, len: u64, kind: MapKind) -> u64 {
+        let (shared, src) = match kind {
+            MapKind::Anon => (false, MapSource::Anon),
+            MapKind::FilePrivate(i) | MapKind::FileShared(i) => (
+                matches!(kind, MapKind::FileShared(_)),
+                MapSource::File {
+                    file: self.files[i].clone(),
+                    pgoff: 0,
+                },
+            ),
+            MapKind::Sleepy => {
+                let file = File::new(
+                    len / PAGE_SIZE,
+                    Box::new(SleepyStore(SLEEPY_LATENCY)),
+                    self.space.frames().clone(),
+                );
+                (
+                    false,
+                    MapSource::File {
+                        file: Arc::new(file),
+                        pgoff: 0,
+                    },
+                )
+            }
+        };
+        let flags = MapFlags {
+            shared,
+            ..MapFlags::default()
+        };
+        self.space
+            .mmap(0, len, Prot::READ_WRITE, flags, src)
+            .expect("vmspace mmap in a benchmark")
+    }
+
+    fn unmap(&self, _: &mut Cpu, addr: u64, len: u64) {
+        self.space
+            .munmap(addr, len)
+            .expect("vmspace munmap in a benchmark");
+    }
+
+    fn protect_ro(&self, _: &mut Cpu, addr: u64, len: u64) {
+        self.space
+            .mprotect(addr, len, Prot::READ)
+            .expect("vmspace mprotect in a benchmark");
+    }
+
+    #[inline]
+    fn write(&self, cpu: &mut Cpu, addr: u64) {
+        cpu.write_u8(addr, 1).expect("vmspace store in a benchmark");
+    }
+
+    #[inline]
+    fn read(&self, cpu: &mut Cpu, addr: u64) {
+        std::hint::black_box(cpu.read_u8(addr).expect("vmspace load in a benchmark"));
+    }
+
+    fn read_maps(&self, _: &mut Cpu) -> usize {
+        self.space.maps().len()
+    }
+
+    fn fault_stats(&self) -> Option<FaultStats> {
+        Some(self.space.fault_stats())
+    }
+
+    fn minor_faults(&self) -> Option<u64> {
+        None
+    }
+}
+
+#[cfg(target_os = "linux")]
+pub use host::HostEnv;
+
+#[cfg(target_os = "linux")]
+mod host {
+    use super::{Env, MapKind};
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use vmspace::FaultStats;
+
+    /// The real kernel: this process's own address space. Only used in the
+    /// host child, whose address space holds nothing but the benchmark.
+    pub struct HostEnv {
+        files: Vec<OwnedFd>,
+    }
+
+    fn check(ok: bool, what: &str) {
+        if !ok {
+            panic!("{what}: {}", std::io::Error::last_os_error());
+        }
+    }
+
+    impl HostEnv {
+        /// `files` memfds of `file_bytes` each, every page allocated (warm).
+        pub fn new(files: usize, file_bytes: u64) -> HostEnv {
+            let files = (0..files)
+                .map(|_| {
+                    // SAFETY: the name is a NUL-terminated string; memfd_create
+                    // touches no memory of ours otherwise.
+                    let fd = unsafe { libc::memfd_create(c"vmspace-bench".as_ptr(), 0) };
+                    check(fd >= 0, "memfd_create");
+                    // SAFETY: fd was just created and is owned by nothing else.
+                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                    // SAFETY: plain system calls on our own descriptor.
+                    let r = unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, file_bytes as i64) };
+                    check(r == 0, "fallocate on a memfd");
+                    fd
+                })
+                .collect();
+            HostEnv { files }
+        }
+    }
+
+    impl Env for HostEnv {
+        type T = Vec<u8>;
+
+        fn thread(&self) -> Vec<u8> {
+            Vec::with_capacity(1 << 16)
+        }
+
+        fn map(&self, _: &mut Vec<u8>, len: u64, kind: MapKind) -> u64 {
+            let (flags, fd) = match kind {
+                MapKind::Anon => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
+                MapKind::FilePrivate(i) => (libc::MAP_PRIVATE, self.files[i].as_raw_fd()),
+                MapKind::FileShared(i) => (libc::MAP_SHARED, self.files[i].as_raw_fd()),
+                MapKind::Sleepy => panic!("the host has no sleepy file"),
+            };
+            // SAFETY: a new mapping at an address the kernel picks: no memory
+            // of this process changes.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    flags,
+                    fd,
+                    0,
+                )
+            };
+            check(p != libc::MAP_FAILED, "mmap");
+            // SAFETY: advice on the mapping just made; changes no content.
+            let r = unsafe { libc::madvise(p, len as usize, libc::MADV_NOHUGEPAGE) };
+            check(r == 0, "madvise(MADV_NOHUGEPAGE)");
+            p as u64
+        }
+
+        fn unmap(&self, _: &mut Vec<u8>, addr: u64, len: u64) {
+            // SAFETY: the range is a mapping this workload made and no Rust
+            // reference points into it.
+            let r = unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) };
+            check(r == 0, "munmap");
+        }
+
+        fn protect_ro(&self, _: &mut Vec<u8>, addr: u64, len: u64) {
+            // SAFETY: as for unmap; only this thread uses the range.
+            let r =
+                unsafe { libc::mprotect(addr as *mut libc::c_void, len as usize, libc::PROT_READ) };
+            check(r == 0, "mprotect");
+        }
+
+        #[inline]
+        fn write(&self, _: &mut Vec<u8>, addr: u64) {
+            // SAFETY: `addr` lies in a read-write mapping this thread made and
+            // has not unmapped; no Rust reference aliases it.
+            unsafe { std::ptr::write_volatile(addr as *mut u8, 1) };
+        }
+
+        #[inline]
+        fn read(&self, _: &mut Vec<u8>, addr: u64) {
+            // SAFETY: as for write (the mapping is readable).
+            std::hint::black_box(unsafe { std::ptr::read_volatile(addr as *const u8) });
+        }
+
+        fn read_maps(&self, buf: &mut Vec<u8>) -> usize {
+            buf.clear();
+            let mut f = std::fs::File::open("/proc/self/maps").expect("open /proc/self/maps");
+            f.read_to_end(buf).expect("read /proc/self/maps")
+        }
+
+        fn fault_stats(&self) -> Option<FaultStats> {
+            None
+        }
+
+        fn minor_faults(&self) -> Option<u64> {
+            // SAFETY: getrusage writes into the zeroed struct we pass.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+            (r == 0).then_some(ru.ru_minflt as u64)
+        }
+    }
+}

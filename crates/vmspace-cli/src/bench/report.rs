@@ -1,0 +1,332 @@
+//! The table on standard output and the JSON document.
+
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+
+use super::{Row, Workload};
+
+/// Operations per second, short: `1.23M`.
+pub fn rate(x: f64) -> String {
+    if x >= 1e9 {
+        format!("{:.2}G", x / 1e9)
+    } else if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// Nanoseconds, short: `850ns`, `1.2us`, `3.4ms`.
+pub fn ns(x: u64) -> String {
+    if x == 0 {
+        return "-".into();
+    }
+    let x = x as f64;
+    if x >= 1e6 {
+        format!("{:.1}ms", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}us", x / 1e3)
+    } else {
+        format!("{x:.0}ns")
+    }
+}
+
+/// Spread of the runs around the median, in percent: `±3%`.
+fn spread(r: &Row) -> String {
+    match r.ops_per_sec {
+        Some(m) if r.runs > 1 && m > 0.0 => {
+            let d = (r.max - m).max(m - r.min) / m * 100.0;
+            format!("±{d:.0}%")
+        }
+        _ => String::new(),
+    }
+}
+
+fn pct(h: &Histogram<u64>, q: f64) -> u64 {
+    h.value_at_quantile(q)
+}
+
+/// The table: one section per kind of workload.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let faults: Vec<_> = rows
+        .iter()
+        .filter(|r| !r.workload.is_mixed() && r.workload != Workload::Lookup)
+        .collect();
+    if !faults.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<12} {:>3} {:<12} {:>9} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7}",
+            "workload",
+            "thr",
+            "strategy",
+            "ops/s",
+            "+-",
+            "p50",
+            "p99",
+            "p99.9",
+            "max",
+            "lockless",
+            "fallback",
+            "retry"
+        );
+        for r in faults {
+            let Some(ops) = r.ops_per_sec else {
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:>3} {:<12} {:>9}",
+                    r.workload.name(),
+                    r.threads,
+                    r.strategy,
+                    "n/a"
+                );
+                continue;
+            };
+            let h = r.lat.as_ref().expect("latency");
+            let (lockless, fallback, retry) = match r.stats {
+                Some(s) => {
+                    let all = (s.lockless + s.locked).max(1) as f64;
+                    (
+                        format!("{:.1}%", s.lockless as f64 / all * 100.0),
+                        s.fallback.to_string(),
+                        s.retry.to_string(),
+                    )
+                }
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                out,
+                "{:<12} {:>3} {:<12} {:>9} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7}",
+                r.workload.name(),
+                r.threads,
+                r.strategy,
+                rate(ops),
+                spread(r),
+                ns(pct(h, 0.5)),
+                ns(pct(h, 0.99)),
+                ns(pct(h, 0.999)),
+                ns(h.max()),
+                lockless,
+                fallback,
+                retry
+            );
+        }
+    }
+    let mixed: Vec<_> = rows.iter().filter(|r| r.workload.is_mixed()).collect();
+    if !mixed.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<13} {:>3} {:<12} {:>9} {:>5} {:>9} {:>6} {:>9} {:>9} {:>8} {:>8} {:>8}",
+            "workload",
+            "thr",
+            "strategy",
+            "faults/s",
+            "+-",
+            "baseline",
+            "kept",
+            "spin_kept",
+            "extra/s",
+            "xp50",
+            "xp99",
+            "fault p99"
+        );
+        for r in mixed {
+            let (Some(ops), Some(m)) = (r.ops_per_sec, r.mixed.as_ref()) else {
+                let why = r.skipped.as_deref().unwrap_or("n/a");
+                let _ = writeln!(
+                    out,
+                    "{:<13} {:>3} {:<12} {why}",
+                    r.workload.name(),
+                    r.threads,
+                    r.strategy
+                );
+                continue;
+            };
+            let h = r.lat.as_ref().expect("latency");
+            let _ = writeln!(
+                out,
+                "{:<13} {:>3} {:<12} {:>9} {:>5} {:>9} {:>6.2} {:>9.2} {:>9} {:>8} {:>8} {:>8}",
+                r.workload.name(),
+                r.threads,
+                r.strategy,
+                rate(ops),
+                spread(r),
+                rate(m.baseline),
+                m.kept,
+                m.spin_kept,
+                rate(m.churn_ops_per_sec),
+                ns(pct(&m.churn_lat, 0.5)),
+                ns(pct(&m.churn_lat, 0.99)),
+                ns(pct(h, 0.99)),
+            );
+        }
+    }
+    let lookups: Vec<_> = rows
+        .iter()
+        .filter(|r| r.workload == Workload::Lookup)
+        .collect();
+    if !lookups.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<8} {:>3} {:>9} {:<16} {:>9} {:>5} {:>8}",
+            "workload", "thr", "vmas", "structure", "ops/s", "+-", "ns/op"
+        );
+        for r in lookups {
+            let _ = writeln!(
+                out,
+                "{:<8} {:>3} {:>9} {:<16} {:>9} {:>5} {:>8.1}",
+                r.workload.name(),
+                r.threads,
+                r.vmas.unwrap_or(0),
+                r.strategy,
+                rate(r.ops_per_sec.unwrap_or(0.0)),
+                spread(r),
+                r.ns_per_op.unwrap_or(0.0)
+            );
+        }
+    }
+    out
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(cmd).args(args).output().ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    })
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| format!("Linux {}", s.trim()))
+        .unwrap_or_else(|_| std::env::consts::OS.to_string())
+}
+
+fn cpu() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// Now, as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn date_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The `meta` object.
+pub fn meta(plan: &Value, elapsed: f64) -> Value {
+    let commit = first_line("git", &["rev-parse", "HEAD"]).map(|c| {
+        let dirty = first_line("git", &["status", "--porcelain", "--untracked-files=no"])
+            .is_some_and(|l| !l.is_empty());
+        if dirty {
+            c + "-dirty"
+        } else {
+            c
+        }
+    });
+    json!({
+        "commit": commit.unwrap_or_else(|| "unknown".into()),
+        "kernel": kernel(),
+        "cpu": cpu(),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "date": date_utc(),
+        "elapsed_seconds": elapsed,
+        "plan": plan,
+    })
+}
+
+fn put(o: &mut Map<String, Value>, k: &str, v: impl Into<Value>) {
+    o.insert(k.to_string(), v.into());
+}
+
+/// One row as JSON.
+pub fn row_json(r: &Row) -> Value {
+    let mut o = Map::new();
+    put(&mut o, "workload", r.workload.name());
+    put(&mut o, "strategy", r.strategy.as_str());
+    put(&mut o, "threads", r.threads);
+    if let Some(n) = r.vmas {
+        put(&mut o, "vmas", n);
+    }
+    put(&mut o, "ops_per_sec", r.ops_per_sec);
+    if let Some(why) = &r.skipped {
+        put(&mut o, "skipped", why.as_str());
+        return Value::Object(o);
+    }
+    put(&mut o, "ops_per_sec_min", r.min);
+    put(&mut o, "ops_per_sec_max", r.max);
+    put(&mut o, "runs", r.runs);
+    put(&mut o, "measured_ops", r.measured_ops);
+    if let Some(h) = r.lat.as_ref().filter(|h| !h.is_empty()) {
+        put(&mut o, "p50_ns", pct(h, 0.5));
+        put(&mut o, "p99_ns", pct(h, 0.99));
+        put(&mut o, "p999_ns", pct(h, 0.999));
+        put(&mut o, "max_ns", h.max());
+        put(&mut o, "latency_samples", h.len());
+    }
+    if r.workload != Workload::Lookup {
+        let s = r.stats;
+        put(&mut o, "lockless", s.map(|s| s.lockless));
+        put(&mut o, "locked", s.map(|s| s.locked));
+        put(&mut o, "fallback", s.map(|s| s.fallback));
+        put(&mut o, "retry", s.map(|s| s.retry));
+        if let Some(f) = r.minflt {
+            put(&mut o, "host_minflt", f);
+        }
+    }
+    if let Some(m) = &r.mixed {
+        put(&mut o, "baseline_ops_per_sec", m.baseline);
+        put(&mut o, "kept", m.kept);
+        put(&mut o, "spin_kept", m.spin_kept);
+        put(&mut o, "churn_ops_per_sec", m.churn_ops_per_sec);
+        put(&mut o, "churn_p50_ns", pct(&m.churn_lat, 0.5));
+        put(&mut o, "churn_p99_ns", pct(&m.churn_lat, 0.99));
+        put(&mut o, "churn_max_ns", m.churn_lat.max());
+    }
+    if let Some(x) = r.ns_per_op {
+        put(&mut o, "ns_per_op", x);
+    }
+    Value::Object(o)
+}
+
+/// The whole document.
+pub fn json(meta: Value, rows: &[Row]) -> Value {
+    json!({
+        "meta": meta,
+        "results": rows.iter().map(row_json).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,112 @@
+//! `vmspace bench` end to end: a tiny run of a few workloads on every strategy
+//! and the host, checking the JSON it writes.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn tiny_bench_writes_sound_json() {
+    let dir = std::env::temp_dir().join(format!("vmspace-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("results.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_vmspace"))
+        .args([
+            "bench",
+            "page_fault1",
+            "mmap1",
+            "mixed_churn",
+            "lookup",
+            "--quick",
+        ])
+        .args(["--seconds", "0.1", "--threads", "2", "--repeat", "1"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("page_fault1"), "no table: {stdout}");
+    assert!(dir.join("page_fault1-throughput.svg").exists());
+    assert!(dir.join("mixed-kept.svg").exists());
+
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for key in ["commit", "kernel", "cpu", "cores", "date"] {
+        assert!(!doc["meta"][key].is_null(), "meta.{key} missing");
+    }
+    let results = doc["results"].as_array().unwrap();
+    let find = |w: &str, s: &str| {
+        results
+            .iter()
+            .filter(|r| r["workload"] == w && r["strategy"] == s)
+            .collect::<Vec<_>>()
+    };
+    for strategy in ["mmap-lock", "per-vma", "speculative", "host"] {
+        for w in ["page_fault1", "mmap1", "mixed_churn"] {
+            let rows = find(w, strategy);
+            assert_eq!(rows.len(), 1, "{w} {strategy}: {rows:?}");
+            let r = rows[0];
+            assert_eq!(r["threads"], 2);
+            assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+            for k in ["p50_ns", "p99_ns", "p999_ns", "max_ns"] {
+                assert!(r[k].as_u64().is_some(), "{w} {strategy}: no {k}");
+            }
+            assert!(r["p50_ns"].as_u64() <= r["p99_ns"].as_u64());
+            assert!(r["p99_ns"].as_u64() <= r["max_ns"].as_u64());
+        }
+        // Faults counted by vmspace match the faults the workload made.
+        let r = find("page_fault1", strategy)[0];
+        let ops = r["measured_ops"].as_u64().unwrap();
+        if strategy == "host" {
+            assert!(r["lockless"].is_null());
+            let minflt = r["host_minflt"].as_u64().unwrap();
+            assert!(
+                minflt >= ops * 9 / 10,
+                "host: {minflt} minor faults for {ops} ops"
+            );
+        } else {
+            let done = r["lockless"].as_u64().unwrap() + r["locked"].as_u64().unwrap();
+            let slack = ops / 50 + 64;
+            assert!(
+                done.abs_diff(ops) <= slack,
+                "{strategy}: {done} faults counted for {ops} ops"
+            );
+            assert!(r["fallback"].as_u64().unwrap() <= r["locked"].as_u64().unwrap());
+            if strategy == "mmap-lock" {
+                assert_eq!(r["lockless"], 0);
+            } else {
+                assert!(r["lockless"].as_u64().unwrap() * 10 >= ops * 9, "{r}");
+            }
+        }
+        let m = find("mixed_churn", strategy)[0];
+        for k in [
+            "baseline_ops_per_sec",
+            "kept",
+            "spin_kept",
+            "churn_ops_per_sec",
+        ] {
+            assert!(
+                m[k].as_f64().unwrap() > 0.0,
+                "mixed_churn {strategy}: {k} in {m}"
+            );
+        }
+        let kept = m["ops_per_sec"].as_f64().unwrap() / m["baseline_ops_per_sec"].as_f64().unwrap();
+        assert!((kept - m["kept"].as_f64().unwrap()).abs() < 1e-6);
+    }
+    for s in ["vmspace", "btreemap", "rwlock-btreemap", "skiplist"] {
+        let rows = find("lookup", s);
+        assert_eq!(rows.len(), 3, "lookup {s}: one row per map size");
+        for r in rows {
+            assert!(r["vmas"].as_u64().unwrap() >= 1000);
+            assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0);
+            assert!(r["ns_per_op"].as_f64().unwrap() > 0.0);
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
