@@ -77,7 +77,11 @@ fn tiny_bench_writes_sound_json() {
                 done.abs_diff(ops) <= slack,
                 "{strategy}: {done} faults counted for {ops} ops"
             );
-            assert!(r["fallback"].as_u64().unwrap() <= r["locked"].as_u64().unwrap());
+            // A fallback is counted when the lockless attempt gives up, its
+            // completion under the lock a moment later: at the edges of the
+            // measured window one thread's pair may be split.
+            let threads = r["threads"].as_u64().unwrap();
+            assert!(r["fallback"].as_u64().unwrap() <= r["locked"].as_u64().unwrap() + threads);
             if strategy == "mmap-lock" {
                 assert_eq!(r["lockless"], 0);
             } else {
