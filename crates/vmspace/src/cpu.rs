@@ -32,28 +32,38 @@ use crate::error::{Access, Fault};
 use crate::frame::{FrameId, PAGE_SIZE};
 use crate::pagetable::Pte;
 use crate::space::AddressSpace;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{fence, spin_wait, AtomicU64, Mutex, Ordering};
 use std::sync::Arc;
 
 /// Per-`Cpu` state shared with writers: the access-section counter and the
 /// fault counters (written by the owning thread only).
-#[derive(Default)]
 pub(crate) struct CpuState {
     seq: AtomicU64,
     pub(crate) stats: crate::stats::FaultCounters,
 }
 
 /// The `Cpu`s of one address space.
-#[derive(Default)]
 pub(crate) struct CpuRegistry {
-    cpus: parking_lot::Mutex<Vec<Arc<CpuState>>>,
+    cpus: Mutex<Vec<Arc<CpuState>>>,
     /// Counters of `Cpu`s that were dropped.
     pub(crate) retired: crate::stats::FaultCounters,
 }
 
+impl Default for CpuRegistry {
+    fn default() -> Self {
+        CpuRegistry {
+            cpus: Mutex::new(Vec::new()),
+            retired: Default::default(),
+        }
+    }
+}
+
 impl CpuRegistry {
     fn register(&self) -> Arc<CpuState> {
-        let s = Arc::new(CpuState::default());
+        let s = Arc::new(CpuState {
+            seq: AtomicU64::new(0),
+            stats: Default::default(),
+        });
         self.cpus.lock().push(s.clone());
         s
     }
@@ -66,19 +76,14 @@ impl CpuRegistry {
     /// Waits until no `Cpu` can still use a translation removed before this
     /// call. See the module documentation.
     pub(crate) fn shootdown(&self) {
-        std::sync::atomic::fence(Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         let cpus = self.cpus.lock();
         for c in cpus.iter() {
             let s = c.seq.load(Ordering::SeqCst);
             if s & 1 == 1 {
                 let mut spins = 0u32;
                 while c.seq.load(Ordering::Acquire) == s {
-                    spins += 1;
-                    if spins < 128 {
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::yield_now();
-                    }
+                    spin_wait(&mut spins);
                 }
             }
         }

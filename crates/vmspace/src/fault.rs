@@ -40,8 +40,8 @@ use crate::object::{AnonObject, File, FillError};
 use crate::pagetable::{Pte, PteTable};
 use crate::space::{AddressSpace, Strategy};
 use crate::stats::{Counter, FaultCounters};
+use crate::sync::{AtomicU64, Ordering};
 use crate::vma::{Backing, Vma};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// What `fault_in_vma` did.
@@ -181,7 +181,7 @@ impl AddressSpace {
             let seq = self.spec_seq.load(Ordering::SeqCst);
             if seq & 1 == 1 {
                 stats.bump(Counter::Retry);
-                std::hint::spin_loop();
+                crate::sync::spin_wait(&mut 0);
                 continue;
             }
             let validate = Validate::Seq(&self.spec_seq, seq);

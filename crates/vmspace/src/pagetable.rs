@@ -31,7 +31,7 @@
 //! | 12..44 | frame number |
 
 use crate::frame::FrameId;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 
 /// Entries per table.
 const ENTRIES: usize = 512;
@@ -84,20 +84,20 @@ impl Pte {
 
 /// A last-level table: 512 PTEs and the lock that serializes changes to them.
 pub struct PteTable {
-    lock: parking_lot::Mutex<()>,
+    lock: Mutex<()>,
     entries: [AtomicU64; ENTRIES],
 }
 
 /// Proof that a PTE table's lock is held.
 pub struct PteGuard<'a> {
     table: &'a PteTable,
-    _lock: parking_lot::MutexGuard<'a, ()>,
+    _lock: MutexGuard<'a, ()>,
 }
 
 impl PteTable {
     fn new() -> Box<PteTable> {
         Box::new(PteTable {
-            lock: parking_lot::Mutex::new(()),
+            lock: Mutex::new(()),
             entries: std::array::from_fn(|_| AtomicU64::new(0)),
         })
     }

@@ -28,8 +28,8 @@ use crate::error::Errno;
 use crate::frame::{FrameAllocator, FrameId, PAGE_SIZE};
 use crate::object::{File, ZeroStore};
 use crate::pagetable::{PageTable, Pte, ADDR_LIMIT};
+use crate::sync::{AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::vma::{Backing, Prot, Vma};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use vmspace_tree::{RangeTree, WriteToken};
 
@@ -158,7 +158,7 @@ pub struct AddressSpace {
     /// The VMAs. Read without locks; written under `lock` (write).
     tree: RangeTree<Arc<Vma>>,
     /// The address-space lock (see the module documentation).
-    lock: parking_lot::RwLock<WriterState>,
+    lock: RwLock<WriterState>,
     /// Per-VMA lock sequence (see `vma.rs`).
     mm_seq: AtomicU64,
     /// Speculative-fault sequence count (see `fault.rs`): odd while a writer
@@ -172,7 +172,7 @@ pub struct AddressSpace {
 /// (unlocking every VMA marked under it) and then releases the lock.
 pub(crate) struct Writer<'a> {
     pub(crate) space: &'a AddressSpace,
-    state: parking_lot::RwLockWriteGuard<'a, WriterState>,
+    state: RwLockWriteGuard<'a, WriterState>,
     pub(crate) seq: u64,
 }
 
@@ -201,7 +201,7 @@ impl AddressSpace {
             config,
             frames,
             tree,
-            lock: parking_lot::RwLock::new(WriterState { token }),
+            lock: RwLock::new(WriterState { token }),
             mm_seq: AtomicU64::new(1),
             spec_seq: AtomicU64::new(0),
             pt: PageTable::new(),
@@ -245,7 +245,7 @@ impl AddressSpace {
         &self.mm_seq
     }
 
-    pub(crate) fn read_lock(&self) -> parking_lot::RwLockReadGuard<'_, WriterState> {
+    pub(crate) fn read_lock(&self) -> RwLockReadGuard<'_, WriterState> {
         self.lock.read()
     }
 

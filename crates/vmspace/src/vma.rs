@@ -30,7 +30,7 @@
 //! first), so a writer's wait is short.
 
 use crate::object::{AnonObject, File};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{spin_wait, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Memory protection of a mapping (`PROT_*`).
@@ -266,12 +266,7 @@ impl Vma {
         let mut spins = 0u32;
         // Acquire: pairs with `read_unlock`'s Release.
         while self.readers.load(Ordering::Acquire) != 0 {
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+            spin_wait(&mut spins);
         }
     }
 }
