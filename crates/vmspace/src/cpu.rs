@@ -14,16 +14,21 @@
 //! A writer that clears a PTE or removes a permission calls
 //! [`CpuRegistry::shootdown`] before it drops the frame's reference or returns
 //! to its caller: for every registered `Cpu` whose `seq` is odd, it waits until
-//! `seq` changes. The Cpu side is `seq += 1 (SeqCst); load PTE (SeqCst)`, the
-//! writer side is `store PTE (SeqCst); load seq (SeqCst)`: in the single total
-//! order of SeqCst operations either the Cpu's PTE load comes after the clear
-//! (it sees the new PTE) or the writer's load of `seq` comes after the Cpu
-//! entered (it waits for the section to end). The Cpu's exit is a Release
-//! increment and the writer's wait an Acquire load, so the Cpu's last access to
-//! the frame happens before the writer frees it.
+//! `seq` changes. The Cpu side is `seq += 1; load PTE`, the writer side is
+//! `store PTE; read seq`, a store-buffering pattern. The writer reads `seq`
+//! with a read-modify-write (`fetch_add(0)`), so the two meet in `seq`'s
+//! modification order: if the Cpu's increment comes first, the writer sees
+//! the section (and waits for it to end); otherwise the increment reads from
+//! the writer's RMW, which publishes the cleared PTE (release/acquire), so the
+//! Cpu's PTE load sees it. This does not rely on a SeqCst total order (loom
+//! reported a store through a shot-down entry with a plain SeqCst load, which
+//! loom models as acquire). The Cpu's exit is a Release increment and the
+//! writer's wait an Acquire load, so the Cpu's last access to the frame
+//! happens before the writer frees it.
 //!
-//! Idle `Cpu`s (even `seq`) cost a shootdown nothing: this is where isolated
-//! CPUs will be spared later.
+//! Cost: a shootdown writes the cache line of every registered `Cpu` (a real
+//! shootdown interrupts them instead). Idle `Cpu`s (even `seq`) are not waited
+//! for: this is where isolated CPUs will be spared later.
 //!
 //! Locks: the registry mutex is a leaf (taken under the address-space lock or a
 //! VMA lock, nothing under it).
@@ -79,7 +84,8 @@ impl CpuRegistry {
         fence(Ordering::SeqCst);
         let cpus = self.cpus.lock();
         for c in cpus.iter() {
-            let s = c.seq.load(Ordering::SeqCst);
+            // A read-modify-write, not a load (see the module documentation).
+            let s = c.seq.fetch_add(0, Ordering::SeqCst);
             if s & 1 == 1 {
                 let mut spins = 0u32;
                 while c.seq.load(Ordering::Acquire) == s {

@@ -231,6 +231,7 @@ impl AddressSpace {
         access: Access,
         validate: &Validate<'_>,
     ) -> Result<Step, FaultCause> {
+        vma.alive.touch();
         let allowed = match access {
             Access::Read => vma.prot.allows_read(),
             Access::Write => vma.prot.write,

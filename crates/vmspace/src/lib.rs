@@ -36,6 +36,7 @@ mod cpu;
 mod error;
 mod fault;
 mod frame;
+mod inspect;
 mod object;
 mod pagetable;
 mod remap;
@@ -47,6 +48,8 @@ mod vma;
 pub use cpu::Cpu;
 pub use error::{Access, Errno, Fault, FaultCause};
 pub use frame::{ArenaError, FrameAllocator, FrameId, PAGE_SIZE, POISON};
+#[doc(hidden)]
+pub use inspect::PteInfo;
 pub use object::{AnonObject, BackingStore, DiskStore, File, FillError, MemoryStore, ZeroStore};
 pub use pagetable::ADDR_LIMIT;
 pub use space::{

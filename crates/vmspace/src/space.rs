@@ -27,7 +27,7 @@ use crate::cpu::{Cpu, CpuRegistry};
 use crate::error::Errno;
 use crate::frame::{FrameAllocator, FrameId, PAGE_SIZE};
 use crate::object::{File, ZeroStore};
-use crate::pagetable::{PageTable, Pte, ADDR_LIMIT};
+use crate::pagetable::{PageTable, Pte, ADDR_LIMIT, ENTRIES, TABLE_SPAN};
 use crate::sync::{AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::vma::{Backing, Prot, Vma};
 use std::sync::Arc;
@@ -659,7 +659,7 @@ impl Writer<'_> {
         self.space.pt.for_each_table(start, end, |base, table| {
             let g = table.lock();
             let from = start.max(base);
-            let to = end.min(base + 512 * PAGE_SIZE);
+            let to = end.min(base + TABLE_SPAN);
             let mut a = from;
             while a < to {
                 let pte = g.get(a);
@@ -744,7 +744,7 @@ impl Writer<'_> {
         self.space.pt.for_each_table(start, end, |tbase, table| {
             let g = table.lock();
             let mut a = start.max(tbase);
-            let to = end.min(tbase + 512 * PAGE_SIZE);
+            let to = end.min(tbase + TABLE_SPAN);
             while a < to {
                 let pte = g.get(a);
                 if pte.present() {
@@ -818,7 +818,7 @@ impl Drop for AddressSpace {
         // (each holds an `Arc` of the space), so no shootdown is needed.
         self.pt.for_each_table(0, ADDR_LIMIT, |base, table| {
             let g = table.lock();
-            for i in 0..512u64 {
+            for i in 0..ENTRIES as u64 {
                 let pte = g.get(base + i * PAGE_SIZE);
                 if pte.present() {
                     self.frames.put(pte.frame());

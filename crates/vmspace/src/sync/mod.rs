@@ -131,3 +131,66 @@ pub(crate) fn spin_wait(spins: &mut u32) {
         std::thread::yield_now();
     }
 }
+
+/// A liveness marker embedded in objects that lockless readers reach under an
+/// epoch guard (VMAs). In normal builds it is empty and free. Under loom it is
+/// a model-checked cell: readers `touch` it (a read) and `Drop` writes it, so
+/// loom reports any execution in which an object is freed while a reader may
+/// still use it (the free does not happen after the read). It also counts the
+/// live objects of the current loom execution ([`live_objects`]).
+pub(crate) struct Liveness {
+    #[cfg(loom)]
+    cell: loom::cell::UnsafeCell<bool>,
+}
+
+// SAFETY: the cell is written only by `Drop` (`&mut self`) and read by
+// `touch`; loom checks that the two never race, which is what the marker is for.
+#[cfg(loom)]
+unsafe impl Sync for Liveness {}
+
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref LIVE: loom::sync::atomic::AtomicUsize = loom::sync::atomic::AtomicUsize::new(0);
+}
+
+impl Liveness {
+    pub(crate) fn new() -> Liveness {
+        #[cfg(loom)]
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        Liveness {
+            #[cfg(loom)]
+            cell: loom::cell::UnsafeCell::new(true),
+        }
+    }
+
+    /// A reader's use of the object.
+    #[inline]
+    pub(crate) fn touch(&self) {
+        #[cfg(loom)]
+        self.cell.with(|p| {
+            // SAFETY: loom checks that no `Drop` (the only writer) runs
+            // concurrently with this read; that is the property under test.
+            assert!(unsafe { *p }, "use after free");
+        });
+    }
+}
+
+#[cfg(loom)]
+impl Drop for Liveness {
+    fn drop(&mut self) {
+        // A VMA is freed by the last of its `std::sync::Arc`s, which loom does
+        // not see: stand in for the edge from the epoch collector's drop of
+        // the tree's reference (after every reader unpinned) to this drop.
+        vmspace_tree::sync_with_collector();
+        // SAFETY: `&mut self`; loom checks the write against readers' touches.
+        self.cell.with_mut(|p| unsafe { *p = false });
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Under loom: objects with a [`Liveness`] marker (VMAs) alive in the current
+/// execution.
+#[cfg(loom)]
+pub fn live_objects() -> usize {
+    LIVE.load(Ordering::SeqCst)
+}
