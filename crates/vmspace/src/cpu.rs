@@ -141,7 +141,7 @@ impl Cpu {
             self.enter();
             let pte = self.space.page_table().read_for_access(addr);
             if pte.has(need) {
-                crate::sync::access_point();
+                self.space.frames().access_point(pte.frame());
                 let r = f(pte.frame(), addr & (PAGE_SIZE - 1));
                 self.exit();
                 return Ok(r);

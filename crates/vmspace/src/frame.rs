@@ -203,6 +203,19 @@ impl FrameAllocator {
         }
     }
 
+    /// Nothing in normal builds. Under loom, a relaxed load of the frame's
+    /// reference count, which `alloc` and `put` write: frame contents are std
+    /// atomics that loom does not see, so this is what lets the model checker
+    /// order a `Cpu`'s access (between its PTE load and its use of the frame)
+    /// against a writer that frees and reuses the frame.
+    #[inline(always)]
+    pub(crate) fn access_point(&self, f: FrameId) {
+        #[cfg(loom)]
+        self.refs[f.0 as usize].load(Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let _ = f;
+    }
+
     /// Current reference count of a frame (for tests and assertions).
     pub fn refcount(&self, f: FrameId) -> u32 {
         self.refs[f.0 as usize].load(Ordering::Relaxed)

@@ -194,18 +194,3 @@ impl Drop for Liveness {
 pub fn live_objects() -> usize {
     LIVE.load(Ordering::SeqCst)
 }
-
-#[cfg(loom)]
-loom::lazy_static! {
-    static ref POINT: loom::sync::atomic::AtomicUsize = loom::sync::atomic::AtomicUsize::new(0);
-}
-
-/// Nothing in normal builds. Under loom, a scheduling point (a relaxed load
-/// of a dummy atomic): user-memory accesses are std atomics loom does not
-/// see, so without it a `Cpu`'s PTE load and its access to the frame would
-/// run as one step, and a model could not put a writer between them.
-#[inline(always)]
-pub(crate) fn access_point() {
-    #[cfg(loom)]
-    POINT.load(Ordering::Relaxed);
-}
