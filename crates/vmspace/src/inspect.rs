@@ -24,6 +24,20 @@ pub struct PteInfo {
 }
 
 impl AddressSpace {
+    /// Test hook: sets the generation that validates the `Cpu`s' VMA caches
+    /// (rounded down to even), to force it across a wrap. Call with no
+    /// writer running.
+    #[doc(hidden)]
+    pub fn debug_set_vma_generation(&self, gen: u64) {
+        self.cpus().vma_gen.set(gen);
+    }
+
+    /// The generation that validates the VMA caches.
+    #[doc(hidden)]
+    pub fn debug_vma_generation(&self) -> u64 {
+        self.cpus().vma_gen.load()
+    }
+
     /// The present page-table entries of `[start, end)`, in address order.
     #[doc(hidden)]
     pub fn debug_ptes(&self, start: u64, end: u64) -> Vec<PteInfo> {

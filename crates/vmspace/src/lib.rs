@@ -44,6 +44,7 @@ mod space;
 mod stats;
 pub mod sync;
 mod vma;
+mod vmacache;
 
 pub use cpu::Cpu;
 pub use error::{Access, Errno, Fault, FaultCause};

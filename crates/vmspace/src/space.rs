@@ -181,6 +181,7 @@ impl Drop for Writer<'_> {
         // Release: VMA changes made under the lock happen before a fault that
         // sees the VMAs unlocked.
         self.space.mm_seq.store(self.seq + 1, Ordering::Release);
+        self.space.cpus.vma_gen.end_write();
     }
 }
 
@@ -251,6 +252,7 @@ impl AddressSpace {
 
     fn write_lock(&self) -> Writer<'_> {
         let state = self.lock.write();
+        self.cpus.vma_gen.begin_write();
         let seq = self.mm_seq.load(Ordering::Relaxed);
         Writer {
             space: self,

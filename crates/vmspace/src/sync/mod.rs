@@ -25,7 +25,10 @@
 //! * `mm_seq` (per-VMA lock sequence) and `spec_seq` (speculative sequence):
 //!   written by the holder of the address-space write lock;
 //! * a `Cpu`'s access-section counter: written by its thread, read by
-//!   shootdowns.
+//!   shootdowns (with `fetch_add(0)`, see `cpu.rs`);
+//! * the VMA-cache generation (`vmacache.rs`): odd while the holder of the
+//!   address-space write lock runs, read by faults; each `Cpu`'s cache is
+//!   touched by its own thread only.
 //!
 //! Documented exceptions: none yet (fork will write-lock every VMA of the
 //! parent while copying).
