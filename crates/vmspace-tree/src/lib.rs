@@ -50,6 +50,9 @@ mod write;
 
 use node::NodePtr;
 pub use read::Iter;
+#[cfg(loom)]
+#[doc(hidden)]
+pub use sync::sync_with_collector;
 pub use sync::{pin, Guard};
 use sync::{AtomicUsize, Ordering};
 
@@ -133,10 +136,6 @@ pub struct RangeTree<T> {
     /// Number of leaves and internal nodes; written by the token holder.
     leaves: AtomicUsize,
     internals: AtomicUsize,
-    /// Retired garbage under loom, freed when the tree drops (loom cannot run the
-    /// epoch collector).
-    #[cfg(loom)]
-    loom_garbage: loom::sync::Mutex<Vec<write::Garbage<T>>>,
     _values: std::marker::PhantomData<Box<T>>,
 }
 
@@ -155,8 +154,6 @@ impl<T: Send + Sync> RangeTree<T> {
             len: AtomicUsize::new(0),
             leaves: AtomicUsize::new(0),
             internals: AtomicUsize::new(0),
-            #[cfg(loom)]
-            loom_garbage: loom::sync::Mutex::new(Vec::new()),
             _values: std::marker::PhantomData,
         };
         let token = WriteToken {

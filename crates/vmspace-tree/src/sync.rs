@@ -4,8 +4,9 @@
 //!
 //! * Without loom: std atomics, `crossbeam_epoch` for read-side sections and
 //!   deferred reclamation, and `Published<T>` is a plain `T`.
-//! * With loom: loom atomics; `Guard` is an empty token (loom cannot model the
-//!   crossbeam collector), retired garbage is kept until the tree is dropped, and
+//! * With loom: loom atomics; `Guard` is a section of a small model collector
+//!   (loom cannot run crossbeam's): retired garbage is freed when no thread is
+//!   pinned, under a loom mutex, so a free that races a reader is reported; and
 //!   `Published<T>` is a `loom::cell::UnsafeCell`, so that loom reports a reader
 //!   that reads a node not published to it by a release/acquire pair.
 
@@ -37,15 +38,60 @@ mod imp {
 mod imp {
     pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Under loom a read-side section is a no-op token: reclamation is deferred
-    /// until the tree is dropped (see `RangeTree::loom_garbage`).
+    /// The model collector: one grace period for all trees. Garbage retired
+    /// while any thread is pinned is freed when the last guard is dropped (by
+    /// whichever thread drops it). Coarser than crossbeam's epochs (it waits
+    /// for readers that pinned after the retire too) but with the property the
+    /// tree relies on: nothing retired is freed while a guard that might have
+    /// reached it is alive. Its state is one loom mutex, so loom sees the
+    /// unpin -> free ordering (and reports a free racing a reader's access).
+    struct Collector {
+        pins: usize,
+        garbage: Vec<Box<dyn Send>>,
+    }
+
+    loom::lazy_static! {
+        static ref COLLECTOR: loom::sync::Mutex<Collector> =
+            loom::sync::Mutex::new(Collector { pins: 0, garbage: Vec::new() });
+    }
+
+    /// A read-side section of the model collector (see `Collector`).
     pub struct Guard {
         _private: (),
     }
 
     /// Enters a read-side section.
     pub fn pin() -> Guard {
+        COLLECTOR.lock().unwrap().pins += 1;
         Guard { _private: () }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let mut c = COLLECTOR.lock().unwrap();
+            c.pins -= 1;
+            let garbage = if c.pins == 0 {
+                std::mem::take(&mut c.garbage)
+            } else {
+                Vec::new()
+            };
+            drop(c);
+            drop(garbage);
+        }
+    }
+
+    /// Runs `drop(garbage)` once no thread is pinned (`guard` is the caller's).
+    pub(crate) fn defer_drop<G: Send + 'static>(_guard: &Guard, garbage: G) {
+        COLLECTOR.lock().unwrap().garbage.push(Box::new(garbage));
+    }
+
+    /// Synchronizes with every read-side section that ended before (takes and
+    /// releases the collector's mutex). For users whose objects are freed by
+    /// the last of several `std::sync::Arc`s, whose reference counts loom does
+    /// not see: an object's drop calls this, standing in for the release /
+    /// acquire edge from the collector's drop of the tree's reference.
+    pub fn sync_with_collector() {
+        drop(COLLECTOR.lock().unwrap());
     }
 
     /// A value written once, before it is published, and only read afterwards.
@@ -64,5 +110,7 @@ mod imp {
     }
 }
 
+#[cfg(loom)]
+pub use imp::sync_with_collector;
 pub(crate) use imp::*;
 pub use imp::{pin, Guard};

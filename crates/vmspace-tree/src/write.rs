@@ -55,8 +55,8 @@ impl<T> Garbage<T> {
 
 impl<T> Drop for Garbage<T> {
     fn drop(&mut self) {
-        // SAFETY: garbage is dropped only after a grace period (or with the tree
-        // under loom): no reader can reach these nodes or values, and each was
+        // SAFETY: garbage is dropped only after a grace period (under loom, the
+        // model collector's): no reader can reach these nodes or values, and each was
         // unlinked by exactly one write, so each is freed once.
         unsafe {
             for n in self.shallow.drain(..) {
@@ -409,18 +409,10 @@ impl<T: Clone + Send + Sync + 'static> RangeTree<T> {
         add(&self.internals, sp.internals);
     }
 
-    #[cfg(not(loom))]
     fn retire(&self, garbage: Garbage<T>) {
         if !garbage.is_empty() {
             let guard = sync::pin();
             sync::defer_drop(&guard, garbage);
-        }
-    }
-
-    #[cfg(loom)]
-    fn retire(&self, garbage: Garbage<T>) {
-        if !garbage.is_empty() {
-            self.loom_garbage.lock().unwrap().push(garbage);
         }
     }
 }

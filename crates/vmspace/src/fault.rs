@@ -40,8 +40,10 @@ use crate::object::{AnonObject, File, FillError};
 use crate::pagetable::{Pte, PteTable};
 use crate::space::{AddressSpace, Strategy};
 use crate::stats::{Counter, FaultCounters};
+use crate::sync::{AtomicU64, Ordering};
 use crate::vma::{Backing, Vma};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::vmacache::VmaCache;
+use std::cell::{RefCell, RefMut};
 use std::sync::Arc;
 
 /// What `fault_in_vma` did.
@@ -94,13 +96,14 @@ impl AddressSpace {
     pub(crate) fn handle_fault(
         &self,
         stats: &FaultCounters,
+        cache: &RefCell<VmaCache>,
         addr: u64,
         access: Access,
     ) -> Result<(), Fault> {
         let lockless = match self.strategy() {
             Strategy::MmapLock => None,
-            Strategy::PerVma => self.fault_per_vma(stats, addr, access),
-            Strategy::Speculative => self.fault_speculative(stats, addr, access),
+            Strategy::PerVma => self.fault_per_vma(stats, cache, addr, access),
+            Strategy::Speculative => self.fault_speculative(stats, cache, addr, access),
         };
         if let Some(result) = lockless {
             return result;
@@ -145,12 +148,14 @@ impl AddressSpace {
     fn fault_per_vma(
         &self,
         stats: &FaultCounters,
+        cache: &RefCell<VmaCache>,
         addr: u64,
         access: Access,
     ) -> Option<Result<(), Fault>> {
         loop {
             let g = vmspace_tree::pin();
-            let vma = self.tree().find(addr, &g)?.value;
+            let mut c = cache.borrow_mut();
+            let vma = self.find_vma(&mut c, addr, &g)?;
             if !vma.try_read_lock(self.mm_seq()) {
                 return None;
             }
@@ -177,6 +182,7 @@ impl AddressSpace {
     fn fault_speculative(
         &self,
         stats: &FaultCounters,
+        cache: &RefCell<VmaCache>,
         addr: u64,
         access: Access,
     ) -> Option<Result<(), Fault>> {
@@ -184,12 +190,13 @@ impl AddressSpace {
             let seq = self.spec_seq.load(Ordering::SeqCst);
             if seq & 1 == 1 {
                 stats.bump(Counter::Retry);
-                std::hint::spin_loop();
+                crate::sync::spin_wait(&mut 0);
                 continue;
             }
             let validate = Validate::Seq(&self.spec_seq, seq);
             let g = vmspace_tree::pin();
-            let vma = self.tree().find(addr, &g)?.value;
+            let mut c = cache.borrow_mut();
+            let vma = self.find_vma(&mut c, addr, &g)?;
             match self.fault_in_vma(vma, addr, access, &validate) {
                 // An error seen through a possibly stale VMA counts only if
                 // nothing changed since the sequence was read.
@@ -210,6 +217,25 @@ impl AddressSpace {
             }
         }
         None
+    }
+
+    /// The VMA containing `addr`, from the `Cpu`'s VMA cache or the tree
+    /// (then cached). Valid while `g` (tree) or `cache` (cached `Arc`) lives.
+    fn find_vma<'a>(
+        &'a self,
+        cache: &'a mut RefMut<'_, VmaCache>,
+        addr: u64,
+        g: &'a vmspace_tree::Guard,
+    ) -> Option<&'a Arc<Vma>> {
+        let gen = self.cpus().vma_gen.load();
+        if let Some(i) = cache.lookup(gen, addr) {
+            return Some(cache.get(i));
+        }
+        let found = self.tree().find(addr, g)?.value;
+        match cache.insert(gen, found) {
+            Some(i) => Some(cache.get(i)),
+            None => Some(found),
+        }
     }
 
     /// Reads a page of a slow store into the cache, with no lock held.
@@ -234,6 +260,7 @@ impl AddressSpace {
         access: Access,
         validate: &Validate<'_>,
     ) -> Result<Step, FaultCause> {
+        vma.alive.touch();
         let allowed = match access {
             Access::Read => vma.prot.allows_read(),
             Access::Write => vma.prot.write,

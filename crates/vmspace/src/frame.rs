@@ -25,10 +25,11 @@
 //! mapping drop its reference only after the TLB shootdown (see `cpu.rs`), so a
 //! frame is never reused while a `Cpu` can still reach it.
 //!
-//! Locks: the free list is a `parking_lot::Mutex` (a leaf lock: nothing is taken
+//! Locks: the free list is a `sync::Mutex` (a leaf lock: nothing is taken
 //! under it). Reference counts are atomics.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicU32, AtomicUsize, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes in a page and in a frame.
 pub const PAGE_SIZE: u64 = 4096;
@@ -52,12 +53,12 @@ pub struct FrameAllocator {
     base: *mut AtomicU64,
     frames: u32,
     refs: Box<[AtomicU32]>,
-    free: parking_lot::Mutex<Vec<FrameId>>,
+    free: Mutex<Vec<FrameId>>,
     /// Frames handed out and not yet returned.
     in_use: AtomicUsize,
     /// Test hook: fail allocations (fault injection), probability in 1/2^32 units.
     fail_rate: AtomicU32,
-    fail_seed: AtomicU64,
+    fail_seed: std::sync::atomic::AtomicU64,
     poison: bool,
 }
 
@@ -109,10 +110,10 @@ impl FrameAllocator {
             base: p.cast(),
             frames,
             refs: (0..frames).map(|_| AtomicU32::new(0)).collect(),
-            free: parking_lot::Mutex::new((1..frames).rev().map(FrameId).collect()),
+            free: Mutex::new((1..frames).rev().map(FrameId).collect()),
             in_use: AtomicUsize::new(0),
             fail_rate: AtomicU32::new(0),
-            fail_seed: AtomicU64::new(0x2545_F491_4F6C_DD1D),
+            fail_seed: std::sync::atomic::AtomicU64::new(0x2545_F491_4F6C_DD1D),
             poison: cfg!(debug_assertions),
         })
     }
@@ -200,6 +201,19 @@ impl FrameAllocator {
             self.in_use.fetch_sub(1, Ordering::Relaxed);
             self.free.lock().push(f);
         }
+    }
+
+    /// Nothing in normal builds. Under loom, a relaxed load of the frame's
+    /// reference count, which `alloc` and `put` write: frame contents are std
+    /// atomics that loom does not see, so this is what lets the model checker
+    /// order a `Cpu`'s access (between its PTE load and its use of the frame)
+    /// against a writer that frees and reuses the frame.
+    #[inline(always)]
+    pub(crate) fn access_point(&self, f: FrameId) {
+        #[cfg(loom)]
+        self.refs[f.0 as usize].load(Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let _ = f;
     }
 
     /// Current reference count of a frame (for tests and assertions).

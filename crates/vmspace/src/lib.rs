@@ -37,6 +37,7 @@ pub mod debug;
 mod error;
 mod fault;
 mod frame;
+mod inspect;
 mod object;
 mod pagetable;
 mod remap;
@@ -44,10 +45,13 @@ mod space;
 mod stats;
 pub mod sync;
 mod vma;
+mod vmacache;
 
 pub use cpu::Cpu;
 pub use error::{Access, Errno, Fault, FaultCause};
 pub use frame::{ArenaError, FrameAllocator, FrameId, PAGE_SIZE, POISON};
+#[doc(hidden)]
+pub use inspect::PteInfo;
 pub use object::{AnonObject, BackingStore, DiskStore, File, FillError, MemoryStore, ZeroStore};
 pub use pagetable::ADDR_LIMIT;
 pub use space::{

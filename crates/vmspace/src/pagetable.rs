@@ -31,12 +31,27 @@
 //! | 12..44 | frame number |
 
 use crate::frame::FrameId;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 
+/// Address bits resolved per level: 9 (512 entries a table), as x86-64. Under
+/// `--cfg loom` 3 (8 entries, a 24-bit address space), so that the model
+/// checker tracks a few dozen atomics instead of thousands.
+#[cfg(not(loom))]
+const LEVEL_BITS: u32 = 9;
+#[cfg(loom)]
+const LEVEL_BITS: u32 = 3;
 /// Entries per table.
-const ENTRIES: usize = 512;
-/// Highest user address + 1 that the table can map (47 bits, as x86-64 user space).
+pub(crate) const ENTRIES: usize = 1 << LEVEL_BITS;
+/// Bytes mapped by one last-level table.
+pub(crate) const TABLE_SPAN: u64 = ENTRIES as u64 * crate::frame::PAGE_SIZE;
+/// Highest user address + 1 that the table can map (47 bits, as x86-64 user
+/// space; 24 bits under `--cfg loom`).
+#[cfg(not(loom))]
 pub const ADDR_LIMIT: u64 = 1 << 47;
+/// Highest user address + 1 that the table can map (47 bits, as x86-64 user
+/// space; 24 bits under `--cfg loom`).
+#[cfg(loom)]
+pub const ADDR_LIMIT: u64 = 1 << (12 + 4 * LEVEL_BITS);
 
 /// A page-table entry value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -82,22 +97,22 @@ impl Pte {
     }
 }
 
-/// A last-level table: 512 PTEs and the lock that serializes changes to them.
+/// A last-level table: `ENTRIES` PTEs and the lock that serializes changes to them.
 pub struct PteTable {
-    lock: parking_lot::Mutex<()>,
+    lock: Mutex<()>,
     entries: [AtomicU64; ENTRIES],
 }
 
 /// Proof that a PTE table's lock is held.
 pub struct PteGuard<'a> {
     table: &'a PteTable,
-    _lock: parking_lot::MutexGuard<'a, ()>,
+    _lock: MutexGuard<'a, ()>,
 }
 
 impl PteTable {
     fn new() -> Box<PteTable> {
         Box::new(PteTable {
-            lock: parking_lot::Mutex::new(()),
+            lock: Mutex::new(()),
             entries: std::array::from_fn(|_| AtomicU64::new(0)),
         })
     }
@@ -131,7 +146,7 @@ impl PteGuard<'_> {
     }
 }
 
-/// An upper-level table: 512 pointers to tables of the next level (0 = none).
+/// An upper-level table: `ENTRIES` pointers to tables of the next level (0 = none).
 struct Dir {
     entries: [AtomicUsize; ENTRIES],
 }
@@ -151,7 +166,7 @@ pub struct PageTable {
 }
 
 fn index(addr: u64, level: u32) -> usize {
-    ((addr >> (12 + 9 * level)) & (ENTRIES as u64 - 1)) as usize
+    ((addr >> (12 + LEVEL_BITS * level)) & (ENTRIES as u64 - 1)) as usize
 }
 
 impl Default for PageTable {
@@ -252,7 +267,7 @@ impl PageTable {
 /// Visits the last-level tables under `dir` (of `level`, covering addresses
 /// from `base`) that meet `[start, end)`.
 fn walk(dir: &Dir, level: u32, base: u64, start: u64, end: u64, f: &mut dyn FnMut(u64, &PteTable)) {
-    let span = 1u64 << (12 + 9 * level);
+    let span = 1u64 << (12 + LEVEL_BITS * level);
     let first = if start > base {
         ((start - base) / span) as usize
     } else {

@@ -27,9 +27,9 @@ use crate::cpu::{Cpu, CpuRegistry};
 use crate::error::Errno;
 use crate::frame::{FrameAllocator, FrameId, PAGE_SIZE};
 use crate::object::{File, ZeroStore};
-use crate::pagetable::{PageTable, Pte, ADDR_LIMIT};
+use crate::pagetable::{PageTable, Pte, ADDR_LIMIT, ENTRIES, TABLE_SPAN};
+use crate::sync::{AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::vma::{Backing, Prot, Vma};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use vmspace_tree::{RangeTree, WriteToken};
 
@@ -163,7 +163,7 @@ pub struct AddressSpace {
     /// The VMAs. Read without locks; written under `lock` (write).
     tree: RangeTree<Arc<Vma>>,
     /// The address-space lock (see the module documentation).
-    lock: parking_lot::RwLock<WriterState>,
+    lock: RwLock<WriterState>,
     /// Per-VMA lock sequence (see `vma.rs`).
     mm_seq: AtomicU64,
     /// Speculative-fault sequence count (see `fault.rs`): odd while a writer
@@ -177,7 +177,7 @@ pub struct AddressSpace {
 /// (unlocking every VMA marked under it) and then releases the lock.
 pub(crate) struct Writer<'a> {
     pub(crate) space: &'a AddressSpace,
-    state: parking_lot::RwLockWriteGuard<'a, WriterState>,
+    state: RwLockWriteGuard<'a, WriterState>,
     pub(crate) seq: u64,
 }
 
@@ -186,6 +186,7 @@ impl Drop for Writer<'_> {
         // Release: VMA changes made under the lock happen before a fault that
         // sees the VMAs unlocked.
         self.space.mm_seq.store(self.seq + 1, Ordering::Release);
+        self.space.cpus.vma_gen.end_write();
     }
 }
 
@@ -206,7 +207,7 @@ impl AddressSpace {
             config,
             frames,
             tree,
-            lock: parking_lot::RwLock::new(WriterState { token }),
+            lock: RwLock::new(WriterState { token }),
             mm_seq: AtomicU64::new(1),
             spec_seq: AtomicU64::new(0),
             pt: PageTable::new(),
@@ -250,12 +251,13 @@ impl AddressSpace {
         &self.mm_seq
     }
 
-    pub(crate) fn read_lock(&self) -> parking_lot::RwLockReadGuard<'_, WriterState> {
+    pub(crate) fn read_lock(&self) -> RwLockReadGuard<'_, WriterState> {
         self.lock.read()
     }
 
     fn write_lock(&self) -> Writer<'_> {
         let state = self.lock.write();
+        self.cpus.vma_gen.begin_write();
         let seq = self.mm_seq.load(Ordering::Relaxed);
         Writer {
             space: self,
@@ -718,7 +720,7 @@ impl Writer<'_> {
         self.space.pt.for_each_table(start, end, |base, table| {
             let g = table.lock();
             let from = start.max(base);
-            let to = end.min(base + 512 * PAGE_SIZE);
+            let to = end.min(base + TABLE_SPAN);
             let mut a = from;
             while a < to {
                 let pte = g.get(a);
@@ -810,7 +812,7 @@ impl Writer<'_> {
         self.space.pt.for_each_table(start, end, |tbase, table| {
             let g = table.lock();
             let mut a = start.max(tbase);
-            let to = end.min(tbase + 512 * PAGE_SIZE);
+            let to = end.min(tbase + TABLE_SPAN);
             while a < to {
                 let pte = g.get(a);
                 if pte.present() {
@@ -884,7 +886,7 @@ impl Drop for AddressSpace {
         // (each holds an `Arc` of the space), so no shootdown is needed.
         self.pt.for_each_table(0, ADDR_LIMIT, |base, table| {
             let g = table.lock();
-            for i in 0..512u64 {
+            for i in 0..ENTRIES as u64 {
                 let pte = g.get(base + i * PAGE_SIZE);
                 if pte.present() {
                     self.frames.put(pte.frame());

@@ -23,14 +23,19 @@
 //!   (and not detached); if the VMA is marked it decrements and fails.
 //! * A marking writer stores `lock_seq`, then waits until `readers == 0`.
 //!
-//! Reader (`readers += 1; load lock_seq`) and writer (`store lock_seq; load
-//! readers`) is a store-buffering pattern: both sides use SeqCst, so at least
-//! one sees the other: the reader backs off, or the writer waits for it. A
+//! Reader (`readers += 1; load lock_seq`) and writer (`store lock_seq; read
+//! readers`) is a store-buffering pattern. The writer reads `readers` with a
+//! read-modify-write (`fetch_add(0)`), so the two sides meet on `readers`'
+//! modification order: if the reader's increment comes first, the writer sees
+//! it and waits; otherwise the increment reads from the writer's RMW, which
+//! publishes the mark (release/acquire), and the reader backs off. This needs
+//! no SeqCst total order (loom model-checks it; with plain SeqCst loads it
+//! reported a fault installing a PTE the writer had already scanned). A
 //! fault holds the read lock only while it runs without sleeping (I/O drops it
 //! first), so a writer's wait is short.
 
 use crate::object::{AnonObject, File};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{spin_wait, AtomicU32, AtomicU64, Liveness, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Memory protection of a mapping (`PROT_*`).
@@ -116,6 +121,8 @@ pub struct Vma {
     pub anon: OnceLock<Arc<AnonObject>>,
     lock_seq: AtomicU64,
     readers: AtomicU32,
+    /// Touched by faults, for the loom models (`sync::Liveness`).
+    pub(crate) alive: Liveness,
 }
 
 /// `lock_seq` of a VMA that left the tree.
@@ -147,6 +154,7 @@ impl Vma {
             anon: OnceLock::new(),
             lock_seq: AtomicU64::new(mm_seq),
             readers: AtomicU32::new(0),
+            alive: Liveness::new(),
         }
     }
 
@@ -166,6 +174,7 @@ impl Vma {
             anon: OnceLock::new(),
             lock_seq: AtomicU64::new(mm_seq),
             readers: AtomicU32::new(0),
+            alive: Liveness::new(),
             backing: self.backing.clone(),
             ..*self
         };
@@ -288,14 +297,14 @@ impl Vma {
 
     fn wait_for_readers(&self) {
         let mut spins = 0u32;
-        // Acquire: pairs with `read_unlock`'s Release.
-        while self.readers.load(Ordering::Acquire) != 0 {
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+        // The first read is a read-modify-write (see the module documentation):
+        // it reads the latest `readers`, and a reader whose increment comes
+        // after it reads from it, so sees the mark stored before. Acquire
+        // (later loads too): pairs with `read_unlock`'s Release.
+        let mut n = self.readers.fetch_add(0, Ordering::SeqCst);
+        while n != 0 {
+            spin_wait(&mut spins);
+            n = self.readers.load(Ordering::Acquire);
         }
     }
 }

@@ -157,7 +157,7 @@ pub struct File {
     pages: u64,
     cache: Box<[AtomicU32]>,
     dirty: Box<[AtomicBool]>,
-    fill: parking_lot::Mutex<()>,
+    fill: crate::sync::Mutex<()>,
     store: Box<dyn BackingStore>,
     frames: Arc<FrameAllocator>,
 }
@@ -180,7 +180,7 @@ impl File {
             pages,
             cache: (0..pages).map(|_| AtomicU32::new(0)).collect(),
             dirty: (0..pages).map(|_| AtomicBool::new(false)).collect(),
-            fill: parking_lot::Mutex::new(()),
+            fill: crate::sync::Mutex::new(()),
             store,
             frames,
         }

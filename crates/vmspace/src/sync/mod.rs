@@ -25,7 +25,175 @@
 //! * `mm_seq` (per-VMA lock sequence) and `spec_seq` (speculative sequence):
 //!   written by the holder of the address-space write lock;
 //! * a `Cpu`'s access-section counter: written by its thread, read by
-//!   shootdowns.
+//!   shootdowns (with `fetch_add(0)`, see `cpu.rs`);
+//! * the VMA-cache generation (`vmacache.rs`): odd while the holder of the
+//!   address-space write lock runs, read by faults; each `Cpu`'s cache is
+//!   touched by its own thread only.
 //!
 //! Documented exceptions: none yet (fork will write-lock every VMA of the
 //! parent while copying).
+
+// ---------------------------------------------------------------------------
+// The shim: every atomic, lock and spin of the protocols comes from here, so
+// that `--cfg loom` model-checks the production code (`tests/loom_vmspace.rs`). User memory (frame contents) stays on std atomics: it
+// is data, not protocol.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// A mutex with parking_lot's interface (no poisoning).
+pub(crate) struct Mutex<T>(
+    #[cfg(not(loom))] parking_lot::Mutex<T>,
+    #[cfg(loom)] loom::sync::Mutex<T>,
+);
+
+/// Guard of [`Mutex`].
+#[cfg(not(loom))]
+pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+/// Guard of [`Mutex`].
+#[cfg(loom)]
+pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        #[cfg(not(loom))]
+        return Mutex(parking_lot::Mutex::new(value));
+        #[cfg(loom)]
+        return Mutex(loom::sync::Mutex::new(value));
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        #[cfg(not(loom))]
+        return self.0.lock();
+        #[cfg(loom)]
+        return self.0.lock().expect("loom mutexes are not poisoned here");
+    }
+}
+
+impl<T: Default> Default for Mutex<T> {
+    fn default() -> Self {
+        Mutex::new(T::default())
+    }
+}
+
+/// A reader-writer lock with parking_lot's interface.
+pub(crate) struct RwLock<T>(
+    #[cfg(not(loom))] parking_lot::RwLock<T>,
+    #[cfg(loom)] loom::sync::RwLock<T>,
+);
+
+/// Read guard of [`RwLock`].
+#[cfg(not(loom))]
+pub(crate) type RwLockReadGuard<'a, T> = parking_lot::RwLockReadGuard<'a, T>;
+/// Write guard of [`RwLock`].
+#[cfg(not(loom))]
+pub(crate) type RwLockWriteGuard<'a, T> = parking_lot::RwLockWriteGuard<'a, T>;
+/// Read guard of [`RwLock`].
+#[cfg(loom)]
+pub(crate) type RwLockReadGuard<'a, T> = loom::sync::RwLockReadGuard<'a, T>;
+/// Write guard of [`RwLock`].
+#[cfg(loom)]
+pub(crate) type RwLockWriteGuard<'a, T> = loom::sync::RwLockWriteGuard<'a, T>;
+
+impl<T> RwLock<T> {
+    pub(crate) fn new(value: T) -> Self {
+        #[cfg(not(loom))]
+        return RwLock(parking_lot::RwLock::new(value));
+        #[cfg(loom)]
+        return RwLock(loom::sync::RwLock::new(value));
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, T> {
+        #[cfg(not(loom))]
+        return self.0.read();
+        #[cfg(loom)]
+        return self.0.read().expect("not poisoned");
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, T> {
+        #[cfg(not(loom))]
+        return self.0.write();
+        #[cfg(loom)]
+        return self.0.write().expect("not poisoned");
+    }
+}
+
+/// One step of a wait loop: spin a little, then yield (under loom, always
+/// yield, so that the model checker runs the thread being waited for).
+pub(crate) fn spin_wait(spins: &mut u32) {
+    *spins += 1;
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// A liveness marker embedded in objects that lockless readers reach under an
+/// epoch guard (VMAs). In normal builds it is empty and free. Under loom it is
+/// a model-checked cell: readers `touch` it (a read) and `Drop` writes it, so
+/// loom reports any execution in which an object is freed while a reader may
+/// still use it (the free does not happen after the read). It also counts the
+/// live objects of the current loom execution ([`live_objects`]).
+pub(crate) struct Liveness {
+    #[cfg(loom)]
+    cell: loom::cell::UnsafeCell<bool>,
+}
+
+// SAFETY: the cell is written only by `Drop` (`&mut self`) and read by
+// `touch`; loom checks that the two never race, which is what the marker is for.
+#[cfg(loom)]
+unsafe impl Sync for Liveness {}
+
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref LIVE: loom::sync::atomic::AtomicUsize = loom::sync::atomic::AtomicUsize::new(0);
+}
+
+impl Liveness {
+    pub(crate) fn new() -> Liveness {
+        #[cfg(loom)]
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        Liveness {
+            #[cfg(loom)]
+            cell: loom::cell::UnsafeCell::new(true),
+        }
+    }
+
+    /// A reader's use of the object.
+    #[inline]
+    pub(crate) fn touch(&self) {
+        #[cfg(loom)]
+        self.cell.with(|p| {
+            // SAFETY: loom checks that no `Drop` (the only writer) runs
+            // concurrently with this read; that is the property under test.
+            assert!(unsafe { *p }, "use after free");
+        });
+    }
+}
+
+#[cfg(loom)]
+impl Drop for Liveness {
+    fn drop(&mut self) {
+        // A VMA is freed by the last of its `std::sync::Arc`s, which loom does
+        // not see: stand in for the edge from the epoch collector's drop of
+        // the tree's reference (after every reader unpinned) to this drop.
+        vmspace_tree::sync_with_collector();
+        // SAFETY: `&mut self`; loom checks the write against readers' touches.
+        self.cell.with_mut(|p| unsafe { *p = false });
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Under loom: objects with a [`Liveness`] marker (VMAs) alive in the current
+/// execution.
+#[cfg(loom)]
+pub fn live_objects() -> usize {
+    LIVE.load(Ordering::SeqCst)
+}

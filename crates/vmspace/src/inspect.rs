@@ -1,0 +1,63 @@
+//! Read-only views of internal state for tests and model checking (hidden
+//! from the documentation; not a stable interface).
+//!
+//! Locks: each view takes the PTE locks of the tables it reads, one at a time
+//! (leaf locks, see `sync`); it takes no address-space or VMA lock, so it
+//! shows a snapshot per table, exact once the threads that change the space
+//! have finished.
+
+use crate::frame::{FrameId, PAGE_SIZE};
+use crate::pagetable::{Pte, TABLE_SPAN};
+use crate::space::AddressSpace;
+
+/// One present page-table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PteInfo {
+    /// The page's address.
+    pub addr: u64,
+    /// The mapped frame.
+    pub frame: FrameId,
+    /// Readable.
+    pub read: bool,
+    /// Writable.
+    pub write: bool,
+}
+
+impl AddressSpace {
+    /// Test hook: sets the generation that validates the `Cpu`s' VMA caches
+    /// (rounded down to even), to force it across a wrap. Call with no
+    /// writer running.
+    #[doc(hidden)]
+    pub fn debug_set_vma_generation(&self, gen: u64) {
+        self.cpus().vma_gen.set(gen);
+    }
+
+    /// The generation that validates the VMA caches.
+    #[doc(hidden)]
+    pub fn debug_vma_generation(&self) -> u64 {
+        self.cpus().vma_gen.load()
+    }
+
+    /// The present page-table entries of `[start, end)`, in address order.
+    #[doc(hidden)]
+    pub fn debug_ptes(&self, start: u64, end: u64) -> Vec<PteInfo> {
+        let mut out = Vec::new();
+        self.page_table().for_each_table(start, end, |base, table| {
+            let g = table.lock();
+            let mut a = start.max(base);
+            while a < end.min(base + TABLE_SPAN) {
+                let pte = g.get(a);
+                if pte.present() {
+                    out.push(PteInfo {
+                        addr: a,
+                        frame: pte.frame(),
+                        read: pte.has(Pte::READ),
+                        write: pte.has(Pte::WRITE),
+                    });
+                }
+                a += PAGE_SIZE;
+            }
+        });
+        out
+    }
+}
