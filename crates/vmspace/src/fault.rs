@@ -4,7 +4,7 @@
 //! handle_fault
 //!   mmap-lock:    fault_locked                       (address-space lock, read)
 //!   per-vma:      fault_per_vma  -> fault_locked on fallback
-//!   speculative:  fault_speculative -> fault_locked on fallback
+//!   speculative:  fault_speculative -> fault_per_vma -> fault_locked
 //! each of them:   find the VMA, then fault_in_vma (shared by all three)
 //! ```
 //!
@@ -18,13 +18,18 @@
 //! * **speculative** takes no lock: it reads `spec_seq` (even), finds the VMA
 //!   under an epoch guard, prepares the page (page-cache lookup, frame
 //!   allocation, zeroing or copying), then takes the PTE lock and installs the
-//!   entry only if `spec_seq` is unchanged. Writers make `spec_seq` odd around
-//!   every page-table change (zap, permission change, move) and do those
-//!   changes under the PTE locks, so either the fault validates first and the
-//!   writer's later pass sees (and fixes) its entry, or the writer went first
-//!   and the fault sees the new sequence and starts over. Page tables the
-//!   fault creates are ordered against the writer's scan by SeqCst (see
-//!   `pagetable::walk`). Anything unusual (no anonymous object yet, a stack
+//!   entry only if `spec_seq` is unchanged. `spec_seq` is odd for as long as
+//!   a writer holds the address-space lock (as Linux's `mm_lock_seq`), and
+//!   writers change page tables under the PTE locks, so either the fault
+//!   validates first and the writer's later pass sees (and fixes) its entry,
+//!   or the writer went first and the fault sees the new sequence and starts
+//!   over. (An odd window only around each page-table pass is not enough: a
+//!   fault between `mremap`'s PTE move and the removal of the old VMA would
+//!   map a fresh zero page where the data just left; the torture checker
+//!   caught that.) Page tables the fault creates are ordered against the
+//!   writer's scan by SeqCst (see `pagetable::walk`). While a writer works,
+//!   the fault tries the per-VMA lock, which lets it through unless the
+//!   writer is changing its VMA. Anything unusual (no anonymous object yet, a stack
 //!   to grow, a changed sequence three times) falls back to the lock path.
 //!   The sequence is address-space wide: a per-VMA count would not catch
 //!   changes that replace the VMA object itself, and writers are rare next to
@@ -103,7 +108,9 @@ impl AddressSpace {
         let lockless = match self.strategy() {
             Strategy::MmapLock => None,
             Strategy::PerVma => self.fault_per_vma(stats, cache, addr, access),
-            Strategy::Speculative => self.fault_speculative(stats, cache, addr, access),
+            Strategy::Speculative => self
+                .fault_speculative(stats, cache, addr, access)
+                .or_else(|| self.fault_per_vma(stats, cache, addr, access)),
         };
         if let Some(result) = lockless {
             return result;
@@ -189,9 +196,9 @@ impl AddressSpace {
         for _ in 0..3 {
             let seq = self.spec_seq.load(Ordering::SeqCst);
             if seq & 1 == 1 {
-                stats.bump(Counter::Retry);
-                crate::sync::spin_wait(&mut 0);
-                continue;
+                // A writer is at work: the per-VMA lock may still let this
+                // fault through if the writer does not touch its VMA.
+                return None;
             }
             let validate = Validate::Seq(&self.spec_seq, seq);
             let g = vmspace_tree::pin();

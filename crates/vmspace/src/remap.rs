@@ -216,7 +216,6 @@ fn move_range(
 /// Moves the page-table entries of `[start, end)` to `dest`. Takes the two
 /// PTE locks of a source and a destination table in address order.
 fn move_ptes(w: &Writer<'_>, start: u64, end: u64, dest: u64) {
-    let spec = w.begin_spec_change();
     let pt = w.space.page_table();
     let mut moved_any = false;
     let mut a = start;
@@ -247,7 +246,6 @@ fn move_ptes(w: &Writer<'_>, start: u64, end: u64, dest: u64) {
         }
         a += PAGE_SIZE;
     }
-    w.end_spec_change(spec);
     if moved_any {
         w.space.cpus().shootdown();
     }

@@ -186,6 +186,9 @@ impl Drop for Writer<'_> {
         // Release: VMA changes made under the lock happen before a fault that
         // sees the VMAs unlocked.
         self.space.mm_seq.store(self.seq + 1, Ordering::Release);
+        // Release: every change of this section happens before a speculative
+        // fault that reads the even value.
+        self.space.spec_seq.fetch_add(1, Ordering::Release);
         self.space.cpus.vma_gen.end_write();
     }
 }
@@ -258,6 +261,11 @@ impl AddressSpace {
     fn write_lock(&self) -> Writer<'_> {
         let state = self.lock.write();
         self.cpus.vma_gen.begin_write();
+        // Odd for the whole write section: a speculative fault that read the
+        // sequence before cannot validate, and none starts until the end.
+        // SeqCst: ordered before this writer's page-table scans (fault.rs).
+        let was = self.spec_seq.fetch_add(1, Ordering::SeqCst);
+        debug_assert!(was.is_multiple_of(2), "spec_seq odd without a writer");
         let seq = self.mm_seq.load(Ordering::Relaxed);
         Writer {
             space: self,
@@ -713,9 +721,9 @@ impl Writer<'_> {
     /// # Preconditions
     /// No fault can install an entry in the range concurrently: the VMAs are
     /// write-locked or gone (per-vma), the write lock excludes locked faults,
-    /// and `spec_seq` is odd... (speculative: see `fault.rs`).
+    /// and `spec_seq` is odd while any writer holds the lock (speculative:
+    /// see `fault.rs`).
     pub(crate) fn zap(&self, start: u64, end: u64) {
-        let spec = self.begin_spec_change();
         let mut frames: Vec<FrameId> = Vec::new();
         self.space.pt.for_each_table(start, end, |base, table| {
             let g = table.lock();
@@ -731,7 +739,6 @@ impl Writer<'_> {
                 a += PAGE_SIZE;
             }
         });
-        self.end_spec_change(spec);
         if frames.is_empty() {
             return;
         }
@@ -746,18 +753,6 @@ impl Writer<'_> {
         for f in frames {
             self.space.frames.put(f);
         }
-    }
-
-    /// Makes `spec_seq` odd: speculative faults that started before will not
-    /// install anything (they validate under the PTE lock).
-    pub(crate) fn begin_spec_change(&self) -> u64 {
-        let s = self.space.spec_seq.fetch_add(1, Ordering::SeqCst);
-        debug_assert!(s.is_multiple_of(2), "nested speculative change");
-        s
-    }
-
-    pub(crate) fn end_spec_change(&self, begun: u64) {
-        self.space.spec_seq.store(begun + 2, Ordering::Release);
     }
 
     /// Linux's `mprotect` loop: VMA by VMA from `start`, `ENOMEM` at the first
@@ -808,7 +803,6 @@ impl Writer<'_> {
     fn change_pte_perms(&self, start: u64, end: u64, prot: Prot) {
         let base_bits = prot.pte_bits_no_write();
         let mut removed = false;
-        let spec = self.begin_spec_change();
         self.space.pt.for_each_table(start, end, |tbase, table| {
             let g = table.lock();
             let mut a = start.max(tbase);
@@ -827,7 +821,6 @@ impl Writer<'_> {
                 a += PAGE_SIZE;
             }
         });
-        self.end_spec_change(spec);
         if removed {
             self.space.cpus.shootdown();
         }
