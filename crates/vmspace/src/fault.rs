@@ -51,6 +51,13 @@ use crate::vmacache::VmaCache;
 use std::cell::{RefCell, RefMut};
 use std::sync::Arc;
 
+/// What `try_install` did.
+enum Installed {
+    Yes,
+    Raced,
+    Stale,
+}
+
 /// What `fault_in_vma` did.
 pub(crate) enum Step {
     /// An entry is installed (by us or by a racing fault): retry the access.
@@ -343,17 +350,24 @@ impl AddressSpace {
         }
         let src = pte.frame();
         let new = self.copy_or_zero(src)?;
-        let step = self.install(
+        // Only the fault whose entry replaced the old one drops the old
+        // entry's reference: a fault that lost the race to another copy must
+        // not (that was a double put of a page-cache frame, found by
+        // `vmspace torture`: the cached page was freed while still cached).
+        match self.try_install(
             table,
             page,
             pte,
             Pte::new(new, bits | Pte::WRITE | Pte::OWNED),
             validate,
-        );
-        if matches!(step, Step::Done) {
-            self.frames().put(src);
+        ) {
+            Installed::Yes => {
+                self.frames().put(src);
+                Ok(Step::Done)
+            }
+            Installed::Raced => Ok(Step::Done),
+            Installed::Stale => Ok(Step::Stale),
         }
-        Ok(step)
     }
 
     fn fault_anon(
@@ -495,20 +509,37 @@ impl AddressSpace {
         new: Pte,
         validate: &Validate<'_>,
     ) -> Step {
+        match self.try_install(table, page, expected, new, validate) {
+            Installed::Stale => Step::Stale,
+            Installed::Yes | Installed::Raced => Step::Done,
+        }
+    }
+
+    /// `install`, saying whether this fault's entry went in (`Yes`), another
+    /// fault changed the entry first (`Raced`: the access retries and finds
+    /// it), or the speculative validation failed (`Stale`).
+    fn try_install(
+        &self,
+        table: &PteTable,
+        page: u64,
+        expected: Pte,
+        new: Pte,
+        validate: &Validate<'_>,
+    ) -> Installed {
         let g = table.lock();
         let valid = validate.still_valid();
         if valid && g.get(page) == expected {
             g.set(page, new);
-            return Step::Done;
+            return Installed::Yes;
         }
         drop(g);
         if new.frame() != expected.frame() || !expected.present() {
             self.frames().put(new.frame());
         }
         if valid {
-            Step::Done
+            Installed::Raced
         } else {
-            Step::Stale
+            Installed::Stale
         }
     }
 }

@@ -328,6 +328,63 @@ fn cow_fault_vs_madvise_dontneed() {
     });
 }
 
+/// Two copy-on-write faults on the same read-only private file page at once:
+/// only the fault whose copy went in may drop the page-cache frame's
+/// reference. (Both dropped it once; the cached page was freed while still in
+/// the cache and then read as poison: found by `vmspace torture`.)
+#[test]
+fn two_cow_faults_on_one_page_cache_page() {
+    for strategy in Strategy::ALL {
+        let frames = Arc::new(FrameAllocator::new(64 * P).unwrap());
+        let file = Arc::new(File::new(
+            1,
+            Box::new(MemoryStore::new(1, |_, page| page[0] = 42)),
+            frames.clone(),
+        ));
+        let s = AddressSpace::new(
+            Config {
+                strategy,
+                ..Config::default()
+            },
+            frames.clone(),
+        );
+        let source = || MapSource::File {
+            file: file.clone(),
+            pgoff: 0,
+        };
+        let a = 0x1000_0000;
+        for round in 0..400 {
+            s.mmap(a, P, Prot::READ_WRITE, fixed(), source()).unwrap();
+            // Map the page-cache page read-only first, so both writes copy.
+            assert_eq!(s.cpu().read_u8(a), Ok(42));
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let writers: Vec<_> = (0..2u8)
+                .map(|i| {
+                    let (s, barrier) = (s.clone(), barrier.clone());
+                    thread::spawn(move || {
+                        let mut cpu = s.cpu();
+                        barrier.wait();
+                        cpu.write_u8(a + 1 + u64::from(i), 7)
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap().unwrap();
+            }
+            s.munmap(a, P).unwrap();
+            // The cache still holds the page, with its content.
+            s.mmap(a, P, Prot::READ, fixed(), source()).unwrap();
+            assert_eq!(s.cpu().read_u8(a), Ok(42), "{strategy:?} round {round}");
+            s.munmap(a, P).unwrap();
+            assert_eq!(
+                frames.in_use(),
+                1,
+                "{strategy:?} round {round}: only the cached page"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The VMA cache across a generation wrap (CVE-2018-17182).
 
