@@ -6,7 +6,11 @@
 //! * `rwlock-btreemap`: the same behind `parking_lot::RwLock` (every reader
 //!   writes the lock word);
 //! * `skiplist`: `crossbeam_skiplist::SkipMap`;
-//! * `vmspace-tree`: `RangeTree::find` with one epoch pin per lookup.
+//! * `vmspace-tree`: `RangeTree::find` with one epoch pin per lookup, on a tree
+//!   built by `RangeTree::from_sorted` (packed nodes, allocated in order: like
+//!   the `collect`ed BTreeMap);
+//! * `vmspace-tree-stores`: the same on a tree built by one `store` per range
+//!   (each store copies a path, so nodes end up scattered in memory).
 //!
 //! Ranges are `[16 i, 16 i + 8)`; lookups hit random addresses (half of them in
 //! gaps). Times are per lookup per thread, with 1 and 2 threads each doing the
@@ -81,13 +85,26 @@ fn build(kind: &str, n: u64) -> Arc<dyn Lookup> {
             }
             Arc::new(Skip(m))
         }
+        "vmspace-tree" => {
+            let (t, _w) = RangeTree::from_sorted(ranges(n)).unwrap();
+            Arc::new(Tree(t))
+        }
         _ => {
             let (t, mut w) = RangeTree::new();
             for (s, e, v) in ranges(n) {
                 t.store(&mut w, s, e, v).unwrap();
             }
+            drain_garbage();
             Arc::new(Tree(t))
         }
+    }
+}
+
+/// Lets the epoch collector free what building the tree retired, so that the
+/// measured readers do not pay for it.
+fn drain_garbage() {
+    for _ in 0..10_000 {
+        pin().flush();
     }
 }
 
@@ -123,7 +140,13 @@ fn lookups(c: &mut Criterion) {
         group.warm_up_time(Duration::from_millis(500));
         group.measurement_time(Duration::from_secs(2));
         group.sample_size(20);
-        for kind in ["btreemap", "rwlock-btreemap", "skiplist", "vmspace-tree"] {
+        for kind in [
+            "btreemap",
+            "rwlock-btreemap",
+            "skiplist",
+            "vmspace-tree",
+            "vmspace-tree-stores",
+        ] {
             let map = build(kind, n);
             for threads in [1, 2] {
                 group.bench_with_input(BenchmarkId::new(kind, threads), &threads, |b, &t| {

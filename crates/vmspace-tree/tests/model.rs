@@ -195,8 +195,11 @@ fn apply(tree: &RangeTree<u64>, w: &mut WriteToken, m: &mut Model, op: &Op) {
 }
 
 fn run(ops: &[Op]) {
-    let (tree, mut w) = RangeTree::<u64>::new();
-    let mut m = Model::default();
+    let (tree, w) = RangeTree::<u64>::new();
+    run_on(tree, w, Model::default(), ops);
+}
+
+fn run_on(tree: RangeTree<u64>, mut w: WriteToken, mut m: Model, ops: &[Op]) {
     for op in ops {
         apply(&tree, &mut w, &mut m, op);
         if let Err(e) = tree.check_invariants() {
@@ -207,12 +210,85 @@ fn run(ops: &[Op]) {
     }
 }
 
+/// Sorted, disjoint ranges (with values) from arbitrary (gap, length) pairs.
+fn sorted_ranges(parts: &[(u64, u64)]) -> Vec<(u64, u64, u64)> {
+    let mut at = 0u64;
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, &(gap, len))| {
+            let start = at + gap;
+            at = start + len;
+            (start, at, i as u64)
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
     fn matches_model(ops in prop::collection::vec(op(), 1..120)) {
         run(&ops);
+    }
+
+    /// A tree built by `from_sorted` (of any size, so of any height) holds
+    /// exactly its input, is well formed, and takes writes like any other.
+    #[test]
+    fn from_sorted_matches_model(
+        parts in prop::collection::vec((0u64..4, 1u64..6), 0..600),
+        ops in prop::collection::vec(op(), 0..60),
+    ) {
+        let ranges = sorted_ranges(&parts);
+        let (tree, w) = RangeTree::from_sorted(ranges.clone()).unwrap();
+        tree.check_invariants().unwrap();
+        prop_assert_eq!(contents(&tree), ranges.clone());
+        let m = Model(ranges.iter().map(|&(s, e, v)| (s, (e, v))).collect());
+        run_on(tree, w, m, &ops);
+    }
+}
+
+#[test]
+fn from_sorted_rejects_bad_input_and_drops_what_it_took() {
+    use std::sync::Arc;
+    let v = Arc::new(());
+    let bad: [&[(u64, u64)]; 4] = [
+        &[(0, 1), (1, 1)],
+        &[(0, 5), (4, 8)],
+        &[(10, 20), (0, 5)],
+        &[(0, 1), (2, 3), (9, 3), (10, 11)],
+    ];
+    for ranges in bad {
+        let r = RangeTree::from_sorted(ranges.iter().map(|&(s, e)| (s, e, v.clone())));
+        let want = if ranges.iter().any(|&(s, e)| s >= e) {
+            TreeError::EmptyRange
+        } else {
+            TreeError::Occupied
+        };
+        assert_eq!(r.err(), Some(want));
+        assert_eq!(Arc::strong_count(&v), 1, "{ranges:?}");
+    }
+    let (tree, _w) = RangeTree::<u64>::from_sorted(std::iter::empty()).unwrap();
+    assert!(tree.is_empty());
+    tree.check_invariants().unwrap();
+}
+
+/// Ascending and descending runs of stores leave nodes mostly full (the
+/// split on overflow favours the side the stores come from).
+#[test]
+fn sequential_stores_pack_nodes() {
+    for descending in [false, true] {
+        let (tree, mut w) = RangeTree::<u64>::new();
+        for i in 0..10_000u64 {
+            let k = if descending { 10_000 - i } else { i };
+            tree.store(&mut w, 16 * k, 16 * k + 8, k).unwrap();
+        }
+        tree.check_invariants().unwrap();
+        let st = tree.stats();
+        assert!(
+            st.node_bytes / st.ranges <= 40,
+            "descending {descending}: {st:?}"
+        );
     }
 }
 
