@@ -110,6 +110,8 @@ pub struct WriteToken {
     height: usize,
     /// Free node blocks for this writer's next writes.
     cache: pool::Cache,
+    /// Writes that retired garbage (to pace the collector).
+    retired: u32,
 }
 
 /// Tree-wide counters, read without synchronization (Relaxed).
@@ -166,6 +168,7 @@ impl<T: Send + Sync> RangeTree<T> {
             tree_id: tree.id,
             height: 0,
             cache: pool::Cache::default(),
+            retired: 0,
         };
         (tree, token)
     }

@@ -365,3 +365,17 @@ fn bad_input_is_an_error_and_changes_nothing() {
     assert_eq!(contents(&tree), vec![(10, 20, 1)]);
     tree.check_invariants().unwrap();
 }
+
+/// A splice that leaves a child with one underfull node merges that child
+/// with its neighbour: the underfull node must then be merged too. (Leaf 16
+/// of 21 is the first under the root's second child; cutting everything from
+/// inside it leaves that child a single two-slot leaf.)
+#[test]
+fn erase_to_the_end_from_the_first_leaf_of_a_child() {
+    let (tree, mut w) =
+        RangeTree::<u64>::from_sorted((0..330u64).map(|i| (16 * i, 16 * i + 8, i))).unwrap();
+    tree.check_invariants().unwrap();
+    tree.store(&mut w, 16 * 257 + 2, u64::MAX, 7).unwrap();
+    tree.check_invariants().unwrap();
+    assert_eq!(tree.len(), 259);
+}
