@@ -164,8 +164,10 @@ impl Chain {
             return;
         }
         let shared = &SHARED[kind as usize];
-        if shared.count.fetch_add(self.count, Ordering::Relaxed) >= CAP {
-            shared.count.fetch_sub(self.count, Ordering::Relaxed);
+        // The count is a hint (a taker resets it to 0 while pushers may be
+        // adding), so the stack can exceed CAP by a few chains; it is only
+        // ever added to or reset, never decremented, so it cannot wrap.
+        if shared.count.load(Ordering::Relaxed) >= CAP {
             let mut block = self.head;
             while block != 0 {
                 // SAFETY: a block of the chain, linked by `push`.
@@ -175,6 +177,7 @@ impl Chain {
             }
             return;
         }
+        shared.count.fetch_add(self.count, Ordering::Relaxed);
         let tail = self.tail as *mut usize;
         let mut head = shared.head.load(Ordering::Relaxed);
         loop {
