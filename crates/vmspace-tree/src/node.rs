@@ -27,8 +27,11 @@ use std::marker::PhantomData;
 
 /// Slots per node.
 pub(crate) const B: usize = 16;
-/// Fewest slots a non-root node keeps after a write (the writer merges below it).
-pub(crate) const MIN: usize = B / 4;
+/// Fewest slots a non-root node keeps after a write (the writer merges below
+/// it). Half of `B`: it bounds the memory of a large tree, whatever the
+/// writes, to under 64 bytes of nodes per range (a leaf of 384 bytes holds at
+/// least 8 ranges: 48 bytes each, plus under 10 for the internal nodes).
+pub(crate) const MIN: usize = B / 2;
 /// `start` and `end` of an unused slot.
 pub(crate) const PAD: u64 = u64::MAX;
 
@@ -529,6 +532,12 @@ pub(crate) enum Fill {
     Left,
     /// The mirror image: every node full but the first (descending writes).
     Right,
+    /// For nodes merged because one fell under `MIN`: as `Even`, but into two
+    /// nodes (of at least `MIN` each) rather than one as soon as there are
+    /// `2 * MIN` items. A single full node would split again at the next
+    /// insert, into a node of `MIN` that the next erase merges again: with
+    /// `MIN = B / 2` every store + erase pair in that node would restructure.
+    Merge,
 }
 
 /// Packs items into as few nodes as fit, sized per `fill`, and returns the
@@ -538,7 +547,10 @@ pub(crate) fn pack<T>(cache: &mut Cache, items: &[Item], leaf: bool, fill: Fill)
     if n == 0 {
         return Vec::new();
     }
-    let nodes = n.div_ceil(B);
+    let nodes = match fill {
+        Fill::Merge if n >= 2 * MIN => n.div_ceil(B).max(2),
+        _ => n.div_ceil(B),
+    };
     let (base, extra) = (n / nodes, n % nodes);
     // The size of the one partial node at the uneven end, taking from its
     // neighbour what it lacks of MIN.
@@ -549,7 +561,7 @@ pub(crate) fn pack<T>(cache: &mut Cache, items: &[Item], leaf: bool, fill: Fill)
     for k in 0..nodes {
         let take = match fill {
             _ if nodes == 1 => n,
-            Fill::Even => base + usize::from(k < extra),
+            Fill::Even | Fill::Merge => base + usize::from(k < extra),
             Fill::Left if k == nodes - 1 => rest + short,
             Fill::Left if k == nodes - 2 => B - short,
             Fill::Right if k == 0 => rest + short,

@@ -253,7 +253,9 @@ impl<T: Clone> Splice<'_, T> {
         }
         // Replaced children: [a, b). Pull a neighbour in when too few remain.
         let (mut a, mut b) = (lo, hi + 1);
+        let mut merged_neighbour = false;
         if items.len() < MIN {
+            merged_neighbour = a > 0 || b < len;
             if a > 0 {
                 a -= 1;
                 let mut merged = self.take_items(n.child[a]);
@@ -270,8 +272,28 @@ impl<T: Clone> Splice<'_, T> {
             if h >= 2 {
                 self.repair(&mut items, h - 2);
             }
+        } else {
+            // An overflow at one end (sequential stores) packs full nodes
+            // behind it and a partial one (at least MIN) at the end: take in
+            // the partial node left behind by the previous split on that
+            // side, so that it is filled up now rather than left at MIN + 1.
+            let fill = self.fill(&items);
+            if fill == Fill::Left && a > 0 && slots(n.child[a - 1]) < B {
+                a -= 1;
+                let mut merged = self.take_items(n.child[a]);
+                merged.append(&mut items);
+                items = merged;
+            } else if fill == Fill::Right && b < len && slots(n.child[b]) < B {
+                let mut right = self.take_items(n.child[b]);
+                items.append(&mut right);
+                b += 1;
+            }
         }
-        let packed = pack::<T>(self.cache, &items, h == 1, self.fill(&items));
+        let fill = match self.fill(&items) {
+            Fill::Even if merged_neighbour => Fill::Merge,
+            fill => fill,
+        };
+        let packed = pack::<T>(self.cache, &items, h == 1, fill);
         self.count_fresh(&packed, h == 1);
         let mut out = Vec::with_capacity(len - (b - a) + packed.len());
         out.extend(n.items().take(a));
@@ -297,7 +319,7 @@ impl<T: Clone> Splice<'_, T> {
             if h > 0 {
                 self.repair(&mut merged, h - 1);
             }
-            let packed = pack::<T>(self.cache, &merged, h == 0, Fill::Even);
+            let packed = pack::<T>(self.cache, &merged, h == 0, Fill::Merge);
             self.count_fresh(&packed, h == 0);
             items.splice(j..j + 2, packed);
             i = j;
