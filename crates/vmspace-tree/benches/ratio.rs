@@ -197,6 +197,33 @@ fn writes(n: u64) {
     );
 }
 
+/// Bytes of nodes per range after random-order stores, and after erasing
+/// three quarters of the ranges at random.
+fn churn_memory(n: u64) {
+    let mut rng = SmallRng::seed_from_u64(3);
+    let mut order: Vec<u64> = (0..n).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.gen_range(0..=i));
+    }
+    let (t, mut w) = RangeTree::new();
+    let per_range = |t: &RangeTree<u64>| t.stats().node_bytes as f64 / t.stats().ranges as f64;
+    for &i in &order {
+        t.store(&mut w, 16 * i, 16 * i + 8, i).unwrap();
+    }
+    println!(
+        "memory {n} ranges (random-order stores): {:.1} bytes/range",
+        per_range(&t)
+    );
+    for &i in &order[..order.len() * 3 / 4] {
+        t.erase(&mut w, 16 * i, 16 * i + 8).unwrap();
+    }
+    println!(
+        "memory after erasing 3/4 of them at random ({} left): {:.1} bytes/range",
+        t.len(),
+        per_range(&t)
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -213,5 +240,8 @@ fn main() {
         if want(&format!("write/{n}")) {
             writes(n);
         }
+    }
+    if want("memory") {
+        churn_memory(100_000);
     }
 }
