@@ -6,7 +6,13 @@
 //! * `rwlock-btreemap`: the same behind `parking_lot::RwLock` (every reader
 //!   writes the lock word);
 //! * `skiplist`: `crossbeam_skiplist::SkipMap`;
-//! * `vmspace-tree`: `RangeTree::find` with one epoch pin per lookup.
+//! * `vmspace-tree`: `RangeTree::find` with one epoch pin per lookup, on a tree
+//!   built by `RangeTree::from_sorted` (packed nodes, allocated in order: like
+//!   the `collect`ed BTreeMap);
+//! * `vmspace-tree-stores`: the same on a tree built by one `store` per range
+//!   (each store copies a path, so nodes end up scattered in memory);
+//! * `vmspace-tree-guard64`: the `from_sorted` tree read with one pin per 64
+//!   lookups (the pin amortized over a batch; not the per-lookup cost).
 //!
 //! Ranges are `[16 i, 16 i + 8)`; lookups hit random addresses (half of them in
 //! gaps). Times are per lookup per thread, with 1 and 2 threads each doing the
@@ -28,6 +34,13 @@ const SIZES: [u64; 3] = [1_000, 100_000, 1_000_000];
 
 trait Lookup: Send + Sync + 'static {
     fn lookup(&self, addr: u64) -> Option<u64>;
+
+    /// `iters` lookups of the addresses in turn.
+    fn run(&self, addrs: &[u64; 4096], iters: u64) {
+        for i in 0..iters {
+            black_box(self.lookup(addrs[i as usize & 4095]));
+        }
+    }
 }
 
 struct Plain(BTreeMap<u64, (u64, u64)>);
@@ -64,6 +77,27 @@ impl Lookup for Tree {
     }
 }
 
+/// The tree read under one guard per 64 lookups: the pin amortized over a
+/// batch (what a caller doing several lookups in one read-side section pays).
+struct TreeBatch(RangeTree<u64>);
+impl Lookup for TreeBatch {
+    fn lookup(&self, addr: u64) -> Option<u64> {
+        let g = pin();
+        self.0.find(addr, &g).map(|e| *e.value)
+    }
+
+    fn run(&self, addrs: &[u64; 4096], iters: u64) {
+        let mut i = 0;
+        while i < iters {
+            let g = pin();
+            for _ in 0..64.min(iters - i) {
+                black_box(self.0.find(addrs[i as usize & 4095], &g).map(|e| *e.value));
+                i += 1;
+            }
+        }
+    }
+}
+
 fn ranges(n: u64) -> impl Iterator<Item = (u64, u64, u64)> {
     (0..n).map(|i| (16 * i, 16 * i + 8, i))
 }
@@ -81,13 +115,30 @@ fn build(kind: &str, n: u64) -> Arc<dyn Lookup> {
             }
             Arc::new(Skip(m))
         }
+        "vmspace-tree" => {
+            let (t, _w) = RangeTree::from_sorted(ranges(n)).unwrap();
+            Arc::new(Tree(t))
+        }
+        "vmspace-tree-guard64" => {
+            let (t, _w) = RangeTree::from_sorted(ranges(n)).unwrap();
+            Arc::new(TreeBatch(t))
+        }
         _ => {
             let (t, mut w) = RangeTree::new();
             for (s, e, v) in ranges(n) {
                 t.store(&mut w, s, e, v).unwrap();
             }
+            drain_garbage();
             Arc::new(Tree(t))
         }
+    }
+}
+
+/// Lets the epoch collector free what building the tree retired, so that the
+/// measured readers do not pay for it.
+fn drain_garbage() {
+    for _ in 0..10_000 {
+        pin().flush();
     }
 }
 
@@ -100,12 +151,11 @@ fn timed(map: &Arc<dyn Lookup>, n: u64, threads: usize, iters: u64) -> Duration 
             let (map, barrier) = (map.clone(), barrier.clone());
             std::thread::spawn(move || {
                 let mut rng = SmallRng::seed_from_u64(t as u64 + 1);
-                let addrs: Vec<u64> = (0..4096).map(|_| rng.gen_range(0..16 * n)).collect();
+                let addrs: Box<[u64; 4096]> =
+                    std::array::from_fn(|_| rng.gen_range(0..16 * n)).into();
                 barrier.wait();
                 let start = Instant::now();
-                for i in 0..iters {
-                    black_box(map.lookup(addrs[i as usize & 4095]));
-                }
+                map.run(&addrs, iters);
                 start.elapsed()
             })
         })
@@ -123,7 +173,14 @@ fn lookups(c: &mut Criterion) {
         group.warm_up_time(Duration::from_millis(500));
         group.measurement_time(Duration::from_secs(2));
         group.sample_size(20);
-        for kind in ["btreemap", "rwlock-btreemap", "skiplist", "vmspace-tree"] {
+        for kind in [
+            "btreemap",
+            "rwlock-btreemap",
+            "skiplist",
+            "vmspace-tree",
+            "vmspace-tree-stores",
+            "vmspace-tree-guard64",
+        ] {
             let map = build(kind, n);
             for threads in [1, 2] {
                 group.bench_with_input(BenchmarkId::new(kind, threads), &threads, |b, &t| {

@@ -44,6 +44,7 @@
 #![deny(missing_docs)]
 
 mod node;
+mod pool;
 mod read;
 pub mod sync;
 mod write;
@@ -110,6 +111,11 @@ impl std::error::Error for TreeError {}
 pub struct WriteToken {
     tree_id: usize,
     height: usize,
+    /// Free node blocks for this writer's next writes.
+    cache: pool::Cache,
+    /// Writes that retired garbage (to pace the collector).
+    #[cfg_attr(loom, allow(dead_code))]
+    retired: u32,
 }
 
 /// Tree-wide counters, read without synchronization (Relaxed).
@@ -159,6 +165,8 @@ impl<T: Send + Sync> RangeTree<T> {
         let token = WriteToken {
             tree_id: tree.id,
             height: 0,
+            cache: pool::Cache::default(),
+            retired: 0,
         };
         (tree, token)
     }
@@ -235,7 +243,7 @@ impl<T: Send + Sync> RangeTree<T> {
 }
 
 mod check {
-    use crate::node::{NodePtr, MIN};
+    use crate::node::{NodePtr, MIN, PAD};
     use crate::sync::Guard;
 
     pub(crate) struct Summary {
@@ -256,6 +264,21 @@ mod check {
         let items = unsafe { crate::node::items_of(n) };
         if items.is_empty() || (!is_root && items.len() < MIN) {
             return Err(format!("node with {} slots", items.len()));
+        }
+        // SAFETY: as above.
+        let (starts, ends) = unsafe {
+            if n.is_leaf() {
+                (n.leaf().start, n.leaf().end)
+            } else {
+                (n.internal().start, n.internal().end)
+            }
+        };
+        if starts[items.len()..]
+            .iter()
+            .chain(&ends[items.len()..])
+            .any(|&k| k != PAD)
+        {
+            return Err("unused slot not padded".into());
         }
         let mut depth = None;
         let mut gap = 0;

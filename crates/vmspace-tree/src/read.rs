@@ -2,25 +2,9 @@
 //! an epoch [`Guard`] and touches only published (immutable) nodes reached from
 //! one acquire load of the root, so each call sees one version of the tree.
 
-use crate::node::{InternalData, LeafData, NodePtr};
+use crate::node::{count_le, count_lt, InternalData, LeafData, NodePtr, B, PAD};
 use crate::sync::Guard;
 use crate::{Entry, RangeTree, TreeError};
-
-/// Index of the last slot whose start is `<= addr`, if any.
-fn last_start_at_or_below(starts: &[u64], addr: u64) -> Option<usize> {
-    starts.partition_point(|&s| s <= addr).checked_sub(1)
-}
-
-/// Index of the first slot whose end is `> addr`, if any.
-fn first_end_above(ends: &[u64], addr: u64) -> Option<usize> {
-    let i = ends.partition_point(|&e| e <= addr);
-    (i < ends.len()).then_some(i)
-}
-
-/// Index of the last slot whose start is `< addr`, if any.
-fn last_start_below(starts: &[u64], addr: u64) -> Option<usize> {
-    starts.partition_point(|&s| s < addr).checked_sub(1)
-}
 
 fn leaf_entry<'g, T>(leaf: &'g LeafData<T>, i: usize) -> Entry<'g, T> {
     Entry {
@@ -32,49 +16,75 @@ fn leaf_entry<'g, T>(leaf: &'g LeafData<T>, i: usize) -> Entry<'g, T> {
     }
 }
 
+/// Index of the first slot whose end is above `addr`, if that slot is used.
+#[inline(always)]
+fn first_end_above(start: &[u64; B], end: &[u64; B], addr: u64) -> Option<usize> {
+    let i = count_le(end, addr);
+    (i < B && start[i] != PAD).then_some(i)
+}
+
 impl<T: Send + Sync> RangeTree<T> {
-    /// Descends from the root choosing a child with `pick`, then picks a leaf
-    /// slot with `pick` too; `None` as soon as `pick` finds nothing.
-    fn descend<'g>(
-        &'g self,
-        _guard: &'g Guard,
-        pick: impl Fn(&[u64], &[u64]) -> Option<usize>,
-    ) -> Option<(&'g LeafData<T>, usize)> {
+    /// The range containing `addr`.
+    #[inline]
+    pub fn find<'g>(&'g self, addr: u64, _guard: &'g Guard) -> Option<Entry<'g, T>> {
+        if addr == PAD {
+            // Never covered; and unused slots (`PAD`) would count as `<= addr`.
+            return None;
+        }
         let mut node = self.load_root();
         if node.is_null() {
             return None;
         }
-        loop {
-            if node.is_leaf() {
-                // SAFETY: reached from the root loaded under `_guard`, held for 'g.
-                let leaf = unsafe { node.leaf::<'g>() };
-                let i = pick(&leaf.start[..leaf.len], &leaf.end[..leaf.len])?;
-                return Some((leaf, i));
-            }
-            // SAFETY: as above.
-            let inner: &'g InternalData<T> = unsafe { node.internal::<'g>() };
-            let i = pick(&inner.start[..inner.len], &inner.end[..inner.len])?;
-            node = inner.child[i];
+        while !node.is_leaf() {
+            // SAFETY: reached from the root loaded under `_guard`, held for 'g.
+            let n: &'g InternalData<T> = unsafe { node.internal::<'g>() };
+            // The last child starting at or below `addr` (child 0 if none: the
+            // leaf search then finds nothing).
+            node = n.child[count_le(&n.start, addr).saturating_sub(1)];
         }
-    }
-
-    /// The range containing `addr`.
-    pub fn find<'g>(&'g self, addr: u64, guard: &'g Guard) -> Option<Entry<'g, T>> {
-        let (leaf, i) = self.descend(guard, |s, _| last_start_at_or_below(s, addr))?;
+        // SAFETY: as above.
+        let leaf = unsafe { node.leaf::<'g>() };
+        let i = count_le(&leaf.start, addr).checked_sub(1)?;
         (addr < leaf.end[i]).then(|| leaf_entry(leaf, i))
     }
 
     /// The first range that ends above `addr`: the one containing `addr`, or
     /// else the next one (Linux's `find_vma`).
-    pub fn find_after<'g>(&'g self, addr: u64, guard: &'g Guard) -> Option<Entry<'g, T>> {
-        let (leaf, i) = self.descend(guard, |_, e| first_end_above(e, addr))?;
-        Some(leaf_entry(leaf, i))
+    pub fn find_after<'g>(&'g self, addr: u64, _guard: &'g Guard) -> Option<Entry<'g, T>> {
+        let mut node = self.load_root();
+        if node.is_null() {
+            return None;
+        }
+        while !node.is_leaf() {
+            // SAFETY: reached from the root loaded under `_guard`, held for 'g.
+            let n: &'g InternalData<T> = unsafe { node.internal::<'g>() };
+            node = n.child[first_end_above(&n.start, &n.end, addr)?];
+        }
+        // SAFETY: as above.
+        let leaf = unsafe { node.leaf::<'g>() };
+        Some(leaf_entry(
+            leaf,
+            first_end_above(&leaf.start, &leaf.end, addr)?,
+        ))
     }
 
     /// The last range that starts below `addr` (it may contain `addr`).
-    pub fn find_before<'g>(&'g self, addr: u64, guard: &'g Guard) -> Option<Entry<'g, T>> {
-        let (leaf, i) = self.descend(guard, |s, _| last_start_below(s, addr))?;
-        Some(leaf_entry(leaf, i))
+    pub fn find_before<'g>(&'g self, addr: u64, _guard: &'g Guard) -> Option<Entry<'g, T>> {
+        let mut node = self.load_root();
+        if node.is_null() {
+            return None;
+        }
+        while !node.is_leaf() {
+            // SAFETY: reached from the root loaded under `_guard`, held for 'g.
+            let n: &'g InternalData<T> = unsafe { node.internal::<'g>() };
+            node = n.child[count_lt(&n.start, addr).checked_sub(1)?];
+        }
+        // SAFETY: as above.
+        let leaf = unsafe { node.leaf::<'g>() };
+        Some(leaf_entry(
+            leaf,
+            count_lt(&leaf.start, addr).checked_sub(1)?,
+        ))
     }
 
     /// Iterates, in address order, over the ranges that meet `[lo, hi)`, all
@@ -142,11 +152,11 @@ fn bounds<T>(node: NodePtr<T>) -> (u64, u64) {
     if node.is_leaf() {
         // SAFETY: callers pass a node reached from the root under a held guard.
         let l = unsafe { node.leaf() };
-        (l.start[0], l.end[l.len - 1])
+        (l.start[0], l.end[l.len() - 1])
     } else {
         // SAFETY: as above.
         let n = unsafe { node.internal() };
-        (n.start[0], n.end[n.len - 1])
+        (n.start[0], n.end[n.len() - 1])
     }
 }
 
@@ -191,13 +201,13 @@ impl GapQuery {
         if node.is_leaf() {
             // SAFETY: reached from the root under the caller's guard.
             let l = unsafe { node.leaf() };
-            return (1..l.len)
+            return (1..l.len())
                 .take_while(|&i| l.end[i - 1] < self.hi)
                 .find_map(|i| self.fit_low(l.end[i - 1], l.start[i]));
         }
         // SAFETY: as above.
         let n = unsafe { node.internal() };
-        for i in 0..n.len {
+        for i in 0..n.len() {
             if i > 0 {
                 if let Some(a) = self.fit_low(n.end[i - 1], n.start[i]) {
                     return Some(a);
@@ -220,15 +230,16 @@ impl GapQuery {
         if node.is_leaf() {
             // SAFETY: reached from the root under the caller's guard.
             let l = unsafe { node.leaf() };
-            return (1..l.len)
+            return (1..l.len())
                 .rev()
                 .take_while(|&i| l.start[i] > self.lo)
                 .find_map(|i| self.fit_high(l.end[i - 1], l.start[i]));
         }
         // SAFETY: as above.
         let n = unsafe { node.internal() };
-        for i in (0..n.len).rev() {
-            if i + 1 < n.len {
+        let len = n.len();
+        for i in (0..len).rev() {
+            if i + 1 < len {
                 if let Some(a) = self.fit_high(n.end[i], n.start[i + 1]) {
                     return Some(a);
                 }
@@ -261,14 +272,13 @@ impl<'g, T: 'g> Iter<'g, T> {
             if node.is_leaf() {
                 // SAFETY: reached from the root under the guard held for 'g.
                 let l = unsafe { node.leaf::<'g>() };
-                let i = l.end[..l.len].partition_point(|&e| e <= lo);
-                self.stack.push((node, i));
+                self.stack.push((node, count_le(&l.end, lo)));
                 return;
             }
             // SAFETY: as above.
             let n = unsafe { node.internal::<'g>() };
-            let i = n.end[..n.len].partition_point(|&e| e <= lo);
-            if i == n.len {
+            let i = count_le(&n.end, lo);
+            if i == B || n.start[i] == PAD {
                 self.stack.push((node, i));
                 return;
             }
@@ -286,7 +296,7 @@ impl<'g, T: 'g> Iterator for Iter<'g, T> {
             if node.is_leaf() {
                 // SAFETY: nodes on the stack were reached under the guard held for 'g.
                 let l = unsafe { node.leaf::<'g>() };
-                if *i < l.len {
+                if *i < B && l.start[*i] != PAD {
                     let e = leaf_entry(l, *i);
                     *i += 1;
                     if e.start >= self.hi {
@@ -300,7 +310,7 @@ impl<'g, T: 'g> Iterator for Iter<'g, T> {
             }
             // SAFETY: as above.
             let n = unsafe { node.internal::<'g>() };
-            if *i < n.len {
+            if *i < B && n.start[*i] != PAD {
                 let child = n.child[*i];
                 *i += 1;
                 self.stack.push((child, 0));

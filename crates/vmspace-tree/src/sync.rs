@@ -16,6 +16,7 @@ mod imp {
     pub(crate) use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A value written once, before it is published, and only read afterwards.
+    #[repr(transparent)]
     pub(crate) struct Published<T>(T);
 
     impl<T> Published<T> {
@@ -23,8 +24,14 @@ mod imp {
             Published(value)
         }
 
+        #[inline(always)]
         pub(crate) fn get(&self) -> &T {
             &self.0
+        }
+
+        /// For the writer, before publication.
+        pub(crate) fn get_mut(&mut self) -> &mut T {
+            &mut self.0
         }
     }
 
@@ -106,6 +113,13 @@ mod imp {
             // SAFETY: a published value is never written after `new`; loom checks
             // that this read happens after the write that created it.
             self.0.with(|p| unsafe { &*p })
+        }
+
+        /// For the writer, before publication.
+        pub(crate) fn get_mut(&mut self) -> &mut T {
+            // SAFETY: `&mut self`: the node is not published yet, nobody else
+            // can reach it; loom checks the writes against later reads.
+            self.0.with_mut(|p| unsafe { &mut *p })
         }
     }
 }

@@ -24,59 +24,107 @@
 //! after the root store, so it is freed once every reader that could have loaded
 //! the old root has left its read-side section.
 
-use crate::node::{build, items_of, pack, Item, NodePtr, B, MIN};
+use crate::node::{
+    build, count_le, count_lt, items_of, pack, Fill, FreeChain, Item, LeafData, NodePtr, Record, B,
+    MIN, RECORD_WORDS,
+};
+use crate::pool::Cache;
 use crate::sync::{self, Ordering};
 use crate::{RangeTree, TreeError, WriteToken};
+use std::marker::PhantomData;
 
-/// What one write unlinked, freed after a grace period.
-pub(crate) struct Garbage<T> {
-    shallow: Vec<NodePtr<T>>,
-    deep: Vec<NodePtr<T>>,
-    values: Vec<*const T>,
+/// One thing a write unlinked.
+pub(crate) enum Retired<T> {
+    /// A node whose slots moved to new nodes: freed alone.
+    Shallow(NodePtr<T>),
+    /// A subtree dropped whole: freed with its values.
+    Deep(NodePtr<T>),
+    /// A value whose range vanished.
+    Value(*const T),
+}
+
+/// What a write that copied a single root-to-leaf path unlinked, written in
+/// a [`Record`]: word 0 is `nodes | values << 8`, then the old nodes of the
+/// path, then the values whose ranges vanished. One word, so the epoch
+/// collector keeps it without an allocation; and freeing it chases no
+/// pointers through the old (by then cold) nodes.
+pub(crate) struct PathGarbage<T> {
+    record: *mut Record,
+    _values: PhantomData<*const T>,
+}
+
+/// Deepest path the write fast path handles (a record holds the path's nodes
+/// and up to `B` values).
+const PATH_DEPTH: usize = 24;
+/// Writes between two hand-overs of the writer's garbage to the collector.
+#[cfg(not(loom))]
+const FLUSH_EVERY: u32 = 32;
+
+const _: () = assert!(1 + PATH_DEPTH + 1 + B <= RECORD_WORDS);
+
+/// What a write that restructured the tree unlinked.
+pub(crate) struct ListGarbage<T>(Vec<Retired<T>>);
+
+/// What one write unlinked, freed (dropped) after a grace period.
+#[cfg_attr(loom, allow(dead_code))] // under loom, kept only to be dropped
+pub(crate) enum Garbage<T> {
+    Path(PathGarbage<T>),
+    List(ListGarbage<T>),
 }
 
 // SAFETY: garbage holds unlinked nodes and values of a `RangeTree<T>`, which is
 // `Send + Sync` only for `T: Send + Sync`; it is dropped on the collector's thread.
-unsafe impl<T: Send + Sync> Send for Garbage<T> {}
+unsafe impl<T: Send + Sync> Send for PathGarbage<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send + Sync> Send for ListGarbage<T> {}
 
-impl<T> Garbage<T> {
-    fn new() -> Self {
-        Garbage {
-            shallow: Vec::new(),
-            deep: Vec::new(),
-            values: Vec::new(),
+impl<T> Drop for PathGarbage<T> {
+    fn drop(&mut self) {
+        let mut chain = FreeChain::default();
+        // SAFETY: garbage is dropped only after a grace period (or with the tree
+        // under loom): no reader can reach these nodes or values. The write that
+        // made this record unlinked exactly these, so each is freed once. The
+        // record's words 0..=nodes + values were written by that write.
+        unsafe {
+            let w = self.record as *const usize;
+            let (nodes, values) = (w.read() & 0xff, w.read() >> 8);
+            for k in 1..=nodes {
+                chain.push(NodePtr::<T>::from_raw(w.add(k).read()));
+            }
+            for k in 1 + nodes..1 + nodes + values {
+                drop(Box::from_raw(w.add(k).read() as *mut T));
+            }
+            chain.push_record(self.record);
         }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.shallow.is_empty() && self.deep.is_empty() && self.values.is_empty()
+        chain.free();
     }
 }
 
-impl<T> Drop for Garbage<T> {
+impl<T> Drop for ListGarbage<T> {
     fn drop(&mut self) {
-        // SAFETY: garbage is dropped only after a grace period (under loom, the
-        // model collector's): no reader can reach these nodes or values, and each was
-        // unlinked by exactly one write, so each is freed once.
-        unsafe {
-            for n in self.shallow.drain(..) {
-                n.free_shallow();
-            }
-            for n in self.deep.drain(..) {
-                n.free_deep();
-            }
-            for v in self.values.drain(..) {
-                drop(Box::from_raw(v as *mut T));
+        for r in self.0.drain(..) {
+            // SAFETY: garbage is dropped only after a grace period (under loom,
+            // the model collector's): no reader can reach these. Each was unlinked by
+            // exactly one write and is in one list only, so it is freed once.
+            unsafe {
+                match r {
+                    Retired::Shallow(n) => n.free_shallow(),
+                    Retired::Deep(n) => {
+                        n.free_deep();
+                    }
+                    Retired::Value(v) => drop(Box::from_raw(v as *mut T)),
+                }
             }
         }
     }
 }
 
 /// One write in progress.
-struct Splice<T> {
+struct Splice<'c, T> {
+    cache: &'c mut Cache,
     s: u64,
     e: u64,
-    garbage: Garbage<T>,
+    garbage: Vec<Retired<T>>,
     /// Net change in the number of ranges.
     delta: isize,
     /// Net change in the number of leaves and internal nodes.
@@ -84,10 +132,10 @@ struct Splice<T> {
     internals: isize,
 }
 
-impl<T: Clone> Splice<T> {
+impl<T: Clone> Splice<'_, T> {
     fn retire_shallow(&mut self, node: NodePtr<T>) {
         self.count_node(node, -1);
-        self.garbage.shallow.push(node);
+        self.garbage.push(Retired::Shallow(node));
     }
 
     fn count_node(&mut self, node: NodePtr<T>, by: isize) {
@@ -104,7 +152,7 @@ impl<T: Clone> Splice<T> {
         self.delta -= ranges as isize;
         self.leaves -= leaves as isize;
         self.internals -= internals as isize;
-        self.garbage.deep.push(node);
+        self.garbage.push(Retired::Deep(node));
     }
 
     /// The items that replace published `node` (height `h`) after the splice.
@@ -121,7 +169,7 @@ impl<T: Clone> Splice<T> {
         let (s, e) = (self.s, self.e);
         // SAFETY: a published node is live while the writer (its only unlinker) runs.
         let leaf = unsafe { node.leaf() };
-        let mut out = Vec::with_capacity(leaf.len + 2);
+        let mut out = Vec::with_capacity(leaf.len() + 2);
         let mut pending = new.map(|p| Item {
             start: s,
             end: e,
@@ -157,7 +205,7 @@ impl<T: Clone> Splice<T> {
             }
             match (left, right) {
                 (false, false) => {
-                    self.garbage.values.push(it.ptr as *const T);
+                    self.garbage.push(Retired::Value(it.ptr as *const T));
                     self.delta -= 1;
                 }
                 (true, true) => self.delta += 1,
@@ -182,7 +230,8 @@ impl<T: Clone> Splice<T> {
         let (s, e) = (self.s, self.e);
         // SAFETY: as in `leaf`.
         let n = unsafe { node.internal() };
-        let (start, end, len) = (&n.start[..n.len], &n.end[..n.len], n.len);
+        let len = n.len();
+        let (start, end) = (&n.start[..len], &n.end[..len]);
         // Children meeting [s, e): lo..=hi. None meets it: the one s falls in.
         let first = end.partition_point(|&x| x <= s);
         let last = start.partition_point(|&x| x < e);
@@ -204,7 +253,9 @@ impl<T: Clone> Splice<T> {
         }
         // Replaced children: [a, b). Pull a neighbour in when too few remain.
         let (mut a, mut b) = (lo, hi + 1);
+        let mut merged_neighbour = false;
         if items.len() < MIN {
+            merged_neighbour = a > 0 || b < len;
             if a > 0 {
                 a -= 1;
                 let mut merged = self.take_items(n.child[a]);
@@ -215,8 +266,34 @@ impl<T: Clone> Splice<T> {
                 items.append(&mut right);
                 b += 1;
             }
+            // The neighbour's children join `items`: a lone underfull node
+            // that `repair` had to leave for this level now has siblings to
+            // merge with.
+            if h >= 2 {
+                self.repair(&mut items, h - 2);
+            }
+        } else {
+            // An overflow at one end (sequential stores) packs full nodes
+            // behind it and a partial one (at least MIN) at the end: take in
+            // the partial node left behind by the previous split on that
+            // side, so that it is filled up now rather than left at MIN + 1.
+            let fill = self.fill(&items);
+            if fill == Fill::Left && a > 0 && slots(n.child[a - 1]) < B {
+                a -= 1;
+                let mut merged = self.take_items(n.child[a]);
+                merged.append(&mut items);
+                items = merged;
+            } else if fill == Fill::Right && b < len && slots(n.child[b]) < B {
+                let mut right = self.take_items(n.child[b]);
+                items.append(&mut right);
+                b += 1;
+            }
         }
-        let packed = pack::<T>(&items, h == 1);
+        let fill = match self.fill(&items) {
+            Fill::Even if merged_neighbour => Fill::Merge,
+            fill => fill,
+        };
+        let packed = pack::<T>(self.cache, &items, h == 1, fill);
         self.count_fresh(&packed, h == 1);
         let mut out = Vec::with_capacity(len - (b - a) + packed.len());
         out.extend(n.items().take(a));
@@ -242,7 +319,7 @@ impl<T: Clone> Splice<T> {
             if h > 0 {
                 self.repair(&mut merged, h - 1);
             }
-            let packed = pack::<T>(&merged, h == 0);
+            let packed = pack::<T>(self.cache, &merged, h == 0, Fill::Merge);
             self.count_fresh(&packed, h == 0);
             items.splice(j..j + 2, packed);
             i = j;
@@ -257,6 +334,17 @@ impl<T: Clone> Splice<T> {
         unsafe { items_of(node) }
     }
 
+    /// How to pack `items` that overflow a node after this splice: leaving
+    /// full nodes behind when the write is at one end of them (sequential
+    /// stores), else evenly.
+    fn fill(&self, items: &[Item]) -> Fill {
+        match (items.first(), items.last()) {
+            (_, Some(last)) if items.len() > B && last.start <= self.e => Fill::Left,
+            (Some(first), _) if items.len() > B && first.end >= self.s => Fill::Right,
+            _ => Fill::Even,
+        }
+    }
+
     fn count_fresh(&mut self, packed: &[Item], leaf: bool) {
         let by = packed.len() as isize;
         if leaf {
@@ -269,27 +357,101 @@ impl<T: Clone> Splice<T> {
 
 /// Slot count of a live node.
 fn slots<T>(node: NodePtr<T>) -> usize {
-    if node.is_leaf() {
-        // SAFETY: callers pass live nodes (published, or fresh from `pack`).
-        unsafe { node.leaf() }.len
-    } else {
-        // SAFETY: as above.
-        unsafe { node.internal() }.len
-    }
+    // SAFETY: callers pass live nodes (published, or fresh from `pack`).
+    unsafe { node.len() }
 }
 
 /// (ranges, leaves, internal nodes) of a live subtree.
 fn count_subtree<T>(node: NodePtr<T>) -> (usize, usize, usize) {
     if node.is_leaf() {
         // SAFETY: callers pass published nodes, live while the writer runs.
-        return (unsafe { node.leaf() }.len, 1, 0);
+        return (unsafe { node.leaf() }.len(), 1, 0);
     }
     // SAFETY: as above.
     let n = unsafe { node.internal() };
-    n.child[..n.len].iter().fold((0, 0, 1), |acc, &c| {
+    n.child[..n.len()].iter().fold((0, 0, 1), |acc, &c| {
         let (r, l, i) = count_subtree(c);
         (acc.0 + r, acc.1 + l, acc.2 + i)
     })
+}
+
+impl<T: Send + Sync> RangeTree<T> {
+    /// Builds a tree from ranges given in increasing order, e.g. to copy a
+    /// tree (fork): nodes are packed full, bottom-up, and nothing is retired.
+    /// Fails with [`TreeError::EmptyRange`] for a range with `start >= end`
+    /// and with [`TreeError::Occupied`] for one that starts below the end of
+    /// the range before it (overlapping or out of order); the values taken so
+    /// far are dropped then.
+    pub fn from_sorted<I>(ranges: I) -> Result<(Self, WriteToken), TreeError>
+    where
+        I: IntoIterator<Item = (u64, u64, T)>,
+    {
+        let (tree, mut token) = Self::new();
+        let ranges = ranges.into_iter();
+        let mut items: Vec<Item> = Vec::with_capacity(ranges.size_hint().0);
+        let mut failed = None;
+        for (start, end, value) in ranges {
+            if start >= end {
+                failed = Some(TreeError::EmptyRange);
+            } else if items.last().is_some_and(|last| start < last.end) {
+                failed = Some(TreeError::Occupied);
+            }
+            if failed.is_some() {
+                break;
+            }
+            items.push(Item {
+                start,
+                end,
+                gap: 0,
+                ptr: Box::into_raw(Box::new(value)) as usize,
+            });
+        }
+        if let Some(err) = failed {
+            for it in items {
+                // SAFETY: boxed above and owned by nobody else.
+                drop(unsafe { Box::from_raw(it.ptr as *mut T) });
+            }
+            return Err(err);
+        }
+        if items.is_empty() {
+            return Ok((tree, token));
+        }
+        let ranges = items.len();
+        let (mut leaves, mut internals) = (0isize, 0isize);
+        let mut height = 0;
+        while items.len() > B {
+            items = pack::<T>(&mut token.cache, &items, height == 0, Fill::Left);
+            *(if height == 0 {
+                &mut leaves
+            } else {
+                &mut internals
+            }) += items.len() as isize;
+            height += 1;
+        }
+        let root = build::<T>(&mut token.cache, &items, height == 0);
+        *(if height == 0 {
+            &mut leaves
+        } else {
+            &mut internals
+        }) += 1;
+        token.height = height;
+        // Release: as for any write (nobody else can see the tree yet anyway).
+        tree.root.store(root.ptr, Ordering::Release);
+        tree.account(ranges as isize, leaves, internals);
+        Ok((tree, token))
+    }
+
+    fn account(&self, ranges: isize, leaves: isize, internals: isize) {
+        let add = |a: &sync::AtomicUsize, by: isize| {
+            if by != 0 {
+                let v = a.load(Ordering::Relaxed);
+                a.store(v.wrapping_add_signed(by), Ordering::Relaxed);
+            }
+        };
+        add(&self.len, ranges);
+        add(&self.leaves, leaves);
+        add(&self.internals, internals);
+    }
 }
 
 impl<T: Clone + Send + Sync + 'static> RangeTree<T> {
@@ -368,15 +530,19 @@ impl<T: Clone + Send + Sync + 'static> RangeTree<T> {
     }
 
     fn splice(&self, token: &mut WriteToken, s: u64, e: u64, new: Option<*const T>) {
+        let root = NodePtr::<T>::from_raw(self.root.load(Ordering::Relaxed));
+        if !root.is_null() && self.splice_path(token, root, s, e, new) {
+            return;
+        }
         let mut sp = Splice {
+            cache: &mut token.cache,
             s,
             e,
-            garbage: Garbage::new(),
+            garbage: Vec::new(),
             delta: 0,
             leaves: 0,
             internals: 0,
         };
-        let root = NodePtr::<T>::from_raw(self.root.load(Ordering::Relaxed));
         let items = if root.is_null() {
             sp.delta += isize::from(new.is_some());
             new.map(|p| Item {
@@ -391,28 +557,179 @@ impl<T: Clone + Send + Sync + 'static> RangeTree<T> {
             sp.node(root, token.height, new)
         };
         let (new_root, height) = grow_or_shrink(&mut sp, items, token.height);
+        let (delta, leaves, internals, garbage) = (sp.delta, sp.leaves, sp.internals, sp.garbage);
         token.height = height;
         // Release: every node and value reachable from `new_root` was written
         // above; a reader's Acquire load of the root makes all of it visible.
         self.root.store(new_root.raw(), Ordering::Release);
-        self.account(&sp);
-        self.retire(sp.garbage);
-    }
-
-    fn account(&self, sp: &Splice<T>) {
-        let add = |a: &sync::AtomicUsize, by: isize| {
-            let v = a.load(Ordering::Relaxed);
-            a.store(v.wrapping_add_signed(by), Ordering::Relaxed);
-        };
-        add(&self.len, sp.delta);
-        add(&self.leaves, sp.leaves);
-        add(&self.internals, sp.internals);
-    }
-
-    fn retire(&self, garbage: Garbage<T>) {
+        self.account(delta, leaves, internals);
         if !garbage.is_empty() {
-            let guard = sync::pin();
-            sync::defer_drop(&guard, garbage);
+            self.retire(token, Garbage::List(ListGarbage(garbage)));
+        }
+    }
+
+    /// The common case of a splice, without allocating anything but the new
+    /// nodes: `[s, e)` meets one leaf only, and that leaf keeps between `MIN`
+    /// (1 for a root leaf) and `B` slots. Copies the path from the root to the
+    /// leaf, changing one slot per level, and publishes it. Returns false,
+    /// having changed nothing, when the case does not apply.
+    fn splice_path(
+        &self,
+        token: &mut WriteToken,
+        root: NodePtr<T>,
+        s: u64,
+        e: u64,
+        new: Option<*const T>,
+    ) -> bool {
+        let height = token.height;
+        if height >= PATH_DEPTH {
+            return false;
+        }
+        // Descend, recording the node and the slot taken at each level.
+        let mut nodes = [NodePtr::<T>::NULL; PATH_DEPTH];
+        let mut slots = [0u8; PATH_DEPTH];
+        let mut node = root;
+        for (d, slot) in nodes.iter_mut().enumerate().take(height) {
+            *slot = node;
+            // SAFETY: a published node is live while the writer (its only
+            // unlinker) runs.
+            let n = unsafe { node.internal() };
+            // Children meeting [s, e): first..last; none: the one s falls in.
+            let first = count_le(&n.end, s);
+            let last = count_lt(&n.start, e);
+            let i = match last.saturating_sub(first) {
+                0 => count_le(&n.start, s).saturating_sub(1),
+                1 => first,
+                _ => return false,
+            };
+            slots[d] = i as u8;
+            node = n.child[i];
+        }
+        // SAFETY: as above.
+        let leaf = unsafe { node.leaf() };
+        let len = leaf.len();
+        // Slots lo..hi meet [s, e); only lo can keep a piece below s, only
+        // hi - 1 a piece above e.
+        let lo = count_le(&leaf.end, s);
+        let hi = count_lt(&leaf.start, e);
+        if new.is_none() && lo == hi {
+            // Erasing where nothing is stored: the tree stays as it is.
+            return true;
+        }
+        let left = lo < hi && leaf.start[lo] < s;
+        let right = lo < hi && leaf.end[hi - 1] > e;
+        // The new leaf: slots ..lo, the piece below s, the new range, the
+        // piece above e, slots hi.. (moved to `mid_end`..).
+        let mid_end = lo + usize::from(left) + usize::from(new.is_some()) + usize::from(right);
+        let count = mid_end + (len - hi);
+        if count > B || count < if height == 0 { 1 } else { MIN } {
+            return false;
+        }
+        let cache = &mut token.cache;
+        let mut d = LeafData::<T>::empty();
+        for j in 0..B {
+            // Slot j of the new leaf comes from slot `from` of the old one
+            // (the middle slots are overwritten below).
+            let from = if j < mid_end { j } else { j - mid_end + hi };
+            if from < len {
+                (d.start[j], d.end[j], d.val[j]) =
+                    (leaf.start[from], leaf.end[from], leaf.val[from]);
+            }
+        }
+        // Slots lo..hi lose their values, but for the pieces kept.
+        let (mut drop_lo, mut drop_hi) = (lo, hi);
+        let mut k = lo;
+        if left {
+            (d.start[k], d.end[k], d.val[k]) = (leaf.start[lo], s, leaf.val[lo]);
+            drop_lo += 1;
+            k += 1;
+        }
+        if let Some(p) = new {
+            (d.start[k], d.end[k], d.val[k]) = (s, e, p);
+            k += 1;
+        }
+        if right {
+            let v = if left && lo == hi - 1 {
+                // SAFETY: a value of a published leaf is live (see above).
+                Box::into_raw(Box::new(unsafe { &*leaf.val[lo] }.clone())) as *const T
+            } else {
+                drop_hi -= 1;
+                leaf.val[hi - 1]
+            };
+            (d.start[k], d.end[k], d.val[k]) = (e, leaf.end[hi - 1], v);
+        }
+        // Record the old path and the lost values for the collector.
+        let record = Record::alloc(cache);
+        let values = drop_hi.saturating_sub(drop_lo);
+        // SAFETY: a fresh record, ours alone; the words written fit (see
+        // `PATH_DEPTH`).
+        unsafe {
+            let w = record as *mut usize;
+            w.write((height + 1) | values << 8);
+            for (k, n) in nodes[..height].iter().enumerate() {
+                w.add(1 + k).write(n.raw());
+            }
+            w.add(1 + height).write(node.raw());
+            for (k, i) in (drop_lo..drop_hi).enumerate() {
+                w.add(2 + height + k).write(leaf.val[i] as usize);
+            }
+        }
+        let (mut first, mut last, mut gap) = (d.start[0], d.end[count - 1], d.inner_gap());
+        let mut child = NodePtr::new_leaf(cache, d);
+        // Copy the path bottom-up, each copy pointing at the one below.
+        for depth in (0..height).rev() {
+            let i = usize::from(slots[depth]);
+            // SAFETY: as above.
+            let old = unsafe { nodes[depth].internal() };
+            let (copy, c) = NodePtr::copy_internal(cache, old);
+            (c.start[i], c.child[i], c.end[i], c.gap[i]) = (first, child, last, gap);
+            // (Computed from the old node: reading the fresh copy right after
+            // the block copy would stall on store forwarding.)
+            (first, last, gap) = old.summary_with(i, first, last, gap);
+            child = copy;
+        }
+        // Release: as in `splice`.
+        self.root.store(child.raw(), Ordering::Release);
+        self.account(count as isize - len as isize, 0, 0);
+        self.retire(
+            token,
+            Garbage::Path(PathGarbage {
+                record,
+                _values: PhantomData,
+            }),
+        );
+        true
+    }
+
+    #[cfg(not(loom))]
+    fn retire(&self, token: &mut WriteToken, garbage: Garbage<T>) {
+        let guard = sync::pin();
+        // One deferred closure per write, each small enough (three words) for
+        // the collector to store without an allocation.
+        match garbage {
+            Garbage::Path(g) => sync::defer_drop(&guard, g),
+            Garbage::List(g) => sync::defer_drop(&guard, g),
+        }
+        // Left alone, the collector keeps a thread's garbage until 64 closures
+        // fill its bag and then for two more of its collections (one per 128
+        // pins): hundreds of writes' worth of nodes, cold by the time they
+        // come back through the pool. Handing the bag over more often keeps
+        // the recycled nodes in cache.
+        token.retired = token.retired.wrapping_add(1);
+        if token.retired.is_multiple_of(FLUSH_EVERY) {
+            guard.flush();
+        }
+    }
+
+    /// Under loom: the model collector of `sync.rs` frees the garbage once no
+    /// thread is pinned.
+    #[cfg(loom)]
+    fn retire(&self, token: &mut WriteToken, garbage: Garbage<T>) {
+        let _ = token;
+        let guard = sync::pin();
+        match garbage {
+            Garbage::Path(g) => sync::defer_drop(&guard, g),
+            Garbage::List(g) => sync::defer_drop(&guard, g),
         }
     }
 }
@@ -421,7 +738,7 @@ impl<T: Clone + Send + Sync + 'static> RangeTree<T> {
 /// exceed one node and removing them while the root has a single child.
 /// Returns the new root and its height.
 fn grow_or_shrink<T: Clone>(
-    sp: &mut Splice<T>,
+    sp: &mut Splice<'_, T>,
     mut items: Vec<Item>,
     mut h: usize,
 ) -> (NodePtr<T>, usize) {
@@ -432,7 +749,8 @@ fn grow_or_shrink<T: Clone>(
         sp.repair(&mut items, h - 1);
     }
     while items.len() > B {
-        items = pack::<T>(&items, h == 0);
+        let fill = sp.fill(&items);
+        items = pack::<T>(sp.cache, &items, h == 0, fill);
         sp.count_fresh(&items, h == 0);
         h += 1;
     }
@@ -446,7 +764,7 @@ fn grow_or_shrink<T: Clone>(
         }
         // SAFETY: the child is live: fresh from `pack`, or published.
         let n = unsafe { child.internal() };
-        if n.len > 1 {
+        if n.len() > 1 {
             return (child, h);
         }
         // A one-child internal node under the root: skip it too. It was built in
@@ -457,7 +775,7 @@ fn grow_or_shrink<T: Clone>(
         // SAFETY: the node was never published and is dropped once, here.
         unsafe { child.free_shallow() };
     }
-    let root = build::<T>(&items, h == 0);
+    let root = build::<T>(sp.cache, &items, h == 0);
     sp.count_node(NodePtr::from_raw(root.ptr), 1);
     (NodePtr::from_raw(root.ptr), h)
 }
