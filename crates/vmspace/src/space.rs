@@ -177,7 +177,8 @@ pub struct AddressSpace {
 /// (unlocking every VMA marked under it) and then releases the lock.
 pub(crate) struct Writer<'a> {
     pub(crate) space: &'a AddressSpace,
-    state: RwLockWriteGuard<'a, WriterState>,
+    /// `Some` until `drop` hands the lock on.
+    state: Option<RwLockWriteGuard<'a, WriterState>>,
     pub(crate) seq: u64,
 }
 
@@ -190,6 +191,9 @@ impl Drop for Writer<'_> {
         // fault that reads the even value.
         self.space.spec_seq.fetch_add(1, Ordering::Release);
         self.space.cpus.vma_gen.end_write();
+        if let Some(state) = self.state.take() {
+            crate::sync::unlock_fair(state);
+        }
     }
 }
 
@@ -269,7 +273,7 @@ impl AddressSpace {
         let seq = self.mm_seq.load(Ordering::Relaxed);
         Writer {
             space: self,
-            state,
+            state: Some(state),
             seq,
         }
     }
@@ -589,7 +593,7 @@ fn check_range(addr: u64, len: u64, bad: Errno) -> Result<u64, Errno> {
 
 impl Writer<'_> {
     pub(crate) fn token(&mut self) -> &mut WriteToken {
-        &mut self.state.token
+        &mut self.state.as_mut().expect("held until drop").token
     }
 
     /// The VMA containing `addr`.

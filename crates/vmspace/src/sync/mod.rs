@@ -121,6 +121,18 @@ impl<T> RwLock<T> {
     }
 }
 
+/// Releases a write lock handing it to the threads queued for it, in order
+/// (readers queued behind the writer get in before the next writer). Without
+/// it, a writer that locks again at once keeps the lock for up to half a
+/// millisecond at a time (parking_lot's eventual fairness) and starves the
+/// faults that fell back to the lock (as Linux's rwsem hand-off avoids).
+pub(crate) fn unlock_fair<T>(guard: RwLockWriteGuard<'_, T>) {
+    #[cfg(not(loom))]
+    parking_lot::RwLockWriteGuard::unlock_fair(guard);
+    #[cfg(loom)]
+    drop(guard);
+}
+
 /// One step of a wait loop: spin a little, then yield (under loom, always
 /// yield, so that the model checker runs the thread being waited for).
 pub(crate) fn spin_wait(spins: &mut u32) {
