@@ -4,7 +4,7 @@
 //! purpose must be caught.
 //!
 //! `VMSPACE_TORTURE_SECS` sets the seconds per strategy of each clean run
-//! (default 6; CI's three clean runs then take about a minute). Set it to
+//! (default 8: 24 s per strategy over the three clean runs). Set it to
 //! hundreds for a long run.
 
 use std::process::Command;
@@ -13,7 +13,7 @@ fn secs_per_strategy() -> f64 {
     std::env::var("VMSPACE_TORTURE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(6.0)
+        .unwrap_or(8.0)
 }
 
 /// Runs `vmspace torture ARGS`; returns (success, stdout).
