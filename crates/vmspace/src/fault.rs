@@ -51,6 +51,11 @@ use crate::vmacache::VmaCache;
 use std::cell::{RefCell, RefMut};
 use std::sync::Arc;
 
+/// Times a per-VMA fault waits for a write section before it falls back.
+const MAX_WRITER_WAITS: u32 = 4;
+/// Spin iterations of one wait (a few microseconds).
+const WRITER_WAIT_SPINS: u32 = 4096;
+
 /// What `try_install` did.
 enum Installed {
     Yes,
@@ -166,11 +171,23 @@ impl AddressSpace {
         addr: u64,
         access: Access,
     ) -> Option<Result<(), Fault>> {
+        let mut waits = 0;
         loop {
             let g = vmspace_tree::pin();
             let mut c = cache.borrow_mut();
             let vma = self.find_vma(&mut c, addr, &g)?;
             if !vma.try_read_lock(self.mm_seq()) {
+                // The VMA is being changed (often a merge or split next to
+                // it, a short write section) or was replaced. Waiting a few
+                // microseconds for the section to end and looking again is
+                // cheaper than queueing on the address-space lock.
+                drop(c);
+                drop(g);
+                if waits < MAX_WRITER_WAITS && self.wait_for_writer() {
+                    waits += 1;
+                    stats.bump(Counter::Retry);
+                    continue;
+                }
                 return None;
             }
             let step = self.fault_in_vma(vma, addr, access, &Validate::Locked);
@@ -190,6 +207,23 @@ impl AddressSpace {
                 }
             }
         }
+    }
+
+    /// Spins until the current write section ends (`mm_seq` moves), for a
+    /// few microseconds at most; returns whether it ended. Under loom, never
+    /// waits (the models check the fallback path).
+    fn wait_for_writer(&self) -> bool {
+        if cfg!(loom) {
+            return false;
+        }
+        let seen = self.mm_seq().load(Ordering::Acquire);
+        for _ in 0..WRITER_WAIT_SPINS {
+            std::hint::spin_loop();
+            if self.mm_seq().load(Ordering::Acquire) != seen {
+                return true;
+            }
+        }
+        false
     }
 
     /// The speculative path; `None` means "fall back to the lock path".
