@@ -181,9 +181,12 @@ impl AddressSpace {
                 // it, a short write section) or was replaced. Waiting a few
                 // microseconds for the section to end and looking again is
                 // cheaper than queueing on the address-space lock.
+                // A detached VMA was replaced by a writer that may be done
+                // already: look again at once.
+                let replaced = vma.is_detached();
                 drop(c);
                 drop(g);
-                if waits < MAX_WRITER_WAITS && self.wait_for_writer() {
+                if waits < MAX_WRITER_WAITS && (replaced || self.wait_for_writer()) {
                     waits += 1;
                     stats.bump(Counter::Retry);
                     continue;
