@@ -207,28 +207,15 @@ impl Vma {
     }
 
     /// Whether `self` (below) and `next` (directly above) may become one VMA:
-    /// same attributes, same object with contiguous offsets, and compatible
-    /// anonymous objects (Linux's `is_mergeable_vma` and
+    /// everything [`Vma::anon_compatible`] asks, the same protection too, and
+    /// compatible anonymous objects (Linux's `is_mergeable_vma` and
     /// `is_mergeable_anon_vma`, without fork's anon_vma chains).
     pub(crate) fn can_merge_with_next(&self, next: &Vma) -> bool {
-        let same_object = match (&self.backing, &next.backing) {
-            (Backing::Anon, Backing::Anon) => true,
-            (Backing::File(a), Backing::File(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        };
         let anon_ok = match (self.anon.get(), next.anon.get()) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => true,
         };
-        self.end == next.start
-            && same_object
-            && anon_ok
-            && self.prot == next.prot
-            && self.shared == next.shared
-            && self.growsdown == next.growsdown
-            && self.account == next.account
-            && self.shmem == next.shmem
-            && self.pgoff_at(self.end) == next.pgoff
+        self.anon_compatible(next) && self.prot == next.prot && anon_ok
     }
 
     /// Whether `self` (below) and `next` (directly above) may share an
