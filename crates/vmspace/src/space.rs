@@ -79,6 +79,9 @@ pub struct Config {
     pub mmap_min_addr: u64,
     /// Top of the area for placed mappings (placement is top-down below it).
     pub mmap_base: u64,
+    /// Largest size a `MAP_GROWSDOWN` stack may grow to (Linux's
+    /// `RLIMIT_STACK`, 8 MiB by default).
+    pub stack_limit: u64,
 }
 
 impl Default for Config {
@@ -88,6 +91,7 @@ impl Default for Config {
             max_map_count: 65530,
             mmap_min_addr: 0x10000,
             mmap_base: 0x7f00_0000_0000,
+            stack_limit: 8 << 20,
         }
     }
 }
@@ -542,7 +546,7 @@ pub const STACK_GUARD_GAP: u64 = 256 * PAGE_SIZE;
 
 impl AddressSpace {
     /// Grows the `MAP_GROWSDOWN` VMA above `addr` down to cover it, if it is
-    /// the next VMA above and the guard gap to the VMA below stays free.
+    /// the next VMA above and Linux would let it grow (see [`Self::may_grow_to`]).
     /// Returns whether `addr` is now mapped.
     ///
     /// The stack grows under the write lock, like any other change (Linux's
@@ -559,20 +563,36 @@ impl AddressSpace {
         if next.start <= addr {
             return true;
         }
-        if !next.growsdown {
+        let prev = self.tree.find_before(page, &g).map(|e| e.value.clone());
+        drop(g);
+        if !self.may_grow_to(&next, prev.as_deref(), page) {
             return false;
         }
-        if let Some(prev) = self.tree.find_before(page, &g) {
-            if !prev.value.growsdown && prev.end > page.saturating_sub(STACK_GUARD_GAP) {
-                return false;
-            }
-        }
-        drop(g);
         next.write_lock(w.seq);
         let grown = next.piece(page, next.end, w.seq);
         w.insert(grown);
         next.detach();
         true
+    }
+
+    /// Whether the stack `vma` may grow down to start at `page` (which lies in
+    /// the gap below it, `prev` being the VMA below the gap), by Linux's rules
+    /// for `expand_downwards`: the VMA is `MAP_GROWSDOWN`; `page` is not below
+    /// `mmap_min_addr`; an accessible VMA below that is not itself a stack
+    /// stays at least [`STACK_GUARD_GAP`] away; the page offset does not go
+    /// below zero; the stack stays within `stack_limit`.
+    fn may_grow_to(&self, vma: &Vma, prev: Option<&Vma>, page: u64) -> bool {
+        if !vma.growsdown || page < self.config.mmap_min_addr {
+            return false;
+        }
+        if let Some(prev) = prev {
+            let accessible = prev.prot != Prot::NONE;
+            if !prev.growsdown && accessible && page - prev.end < STACK_GUARD_GAP {
+                return false;
+            }
+        }
+        let grow = (vma.start - page) / PAGE_SIZE;
+        grow <= vma.pgoff && vma.end - page <= self.config.stack_limit
     }
 }
 

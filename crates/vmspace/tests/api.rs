@@ -311,3 +311,56 @@ fn stack_grows_down_but_keeps_the_guard_gap() {
         assert_eq!(cpu.read_u8(top - 10 * P).unwrap(), 5);
     });
 }
+
+/// Stack growth follows Linux's `expand_downwards` limits, each checked on the
+/// host kernel (Linux 6.x, 8 MiB `RLIMIT_STACK`) with the same layout: the
+/// page offset may not go below zero (a faulted stack moved up by `mremap`
+/// keeps its small offset), a `PROT_NONE` mapping below does not count for the
+/// guard gap, the stack stays within the stack limit, and it never grows
+/// below `mmap_min_addr`. A refused growth is a fault, never a panic.
+#[test]
+fn stack_growth_limits_match_linux() {
+    each_strategy(|st| {
+        let s = space(st, 64);
+        let mut cpu = s.cpu();
+        let rw = Prot::READ_WRITE;
+        let grows = MapFlags {
+            fixed: true,
+            growsdown: true,
+            ..MapFlags::default()
+        };
+        let stack = |addr: u64| s.mmap(addr, 4 * P, rw, grows, MapSource::Anon).unwrap();
+        // Page offset 16, moved to 1 GiB after its first fault.
+        let (a, b) = (0x10000, 0x4000_0000);
+        stack(a);
+        cpu.write_u8(a, 1).unwrap();
+        let moved = RemapFlags {
+            may_move: true,
+            fixed: Some(b),
+        };
+        assert_eq!(s.mremap(a, 4 * P, 4 * P, moved), Ok(b));
+        assert!(cpu.write_u8(b - 17 * P, 1).is_err());
+        cpu.write_u8(b - 16 * P, 1).unwrap();
+        assert!(cpu.write_u8(b - 17 * P, 1).is_err());
+        // A PROT_NONE neighbour inside the guard gap does not stop growth; a
+        // readable one does.
+        let c = 0x5000_0000;
+        stack(c);
+        anon(&s, c - 8 * P, P, Prot::NONE, true).unwrap();
+        cpu.write_u8(c - 2 * P, 1).unwrap();
+        s.mprotect(c - 8 * P, P, Prot::READ).unwrap();
+        assert!(cpu.write_u8(c - 4 * P, 1).is_err());
+        // The stack limit.
+        let d = 0x6000_0000;
+        stack(d);
+        let limit = s.config().stack_limit;
+        assert!(cpu.write_u8(d + 4 * P - limit - P, 1).is_err());
+        cpu.write_u8(d + 4 * P - limit, 1).unwrap();
+        // mmap_min_addr.
+        let e = s.config().mmap_min_addr + P;
+        s.mmap(e, P, rw, grows, MapSource::Anon).unwrap();
+        assert!(cpu.write_u8(e - 2 * P, 1).is_err());
+        cpu.write_u8(e - P, 1).unwrap();
+        s.check_invariants().unwrap();
+    });
+}
