@@ -236,7 +236,7 @@ fn main() {
             lookups(n);
         }
     }
-    for n in [1_000, 100_000] {
+    for n in [200, 1_000, 100_000] {
         if want(&format!("write/{n}")) {
             writes(n);
         }

@@ -15,10 +15,17 @@
 //!   concurrent writer is a compile error (the token lives wherever the
 //!   caller's writer lock lives, e.g. inside the address space's mmap lock).
 //! * **Atomic writes.** A write copies every node it changes (path copying) and
-//!   publishes the new version with one release store of the root. A reader that
-//!   loaded the root before that store sees the whole old tree, one that loaded
-//!   it after sees the whole new tree: never a torn node, never a range that was
-//!   never stored, never a mix within one lookup or one iteration.
+//!   publishes its new nodes with one release store: of the root, or, when the
+//!   topmost copied node keeps its parent's slot exactly (same first start,
+//!   last end and largest inner gap), of that one child pointer in the parent.
+//!   A reader sees each write whole or not at all: never a torn node, never a
+//!   range that was never stored. A lookup follows one path, so it sees one
+//!   version of everything it reads. An iteration sees every range in order,
+//!   each leaf before or after each write, but it is not a snapshot of the
+//!   whole tree: it may see a later write in a leaf it reaches late and miss an
+//!   earlier one in a leaf it had already passed (as with Linux's maple tree
+//!   under RCU). Callers that need a snapshot of several ranges hold their
+//!   writer lock, or validate with a sequence count, as `vmspace` does.
 //! * **Reclamation after a grace period.** Replaced nodes and removed values are
 //!   handed to the epoch collector and freed once every reader pinned at the time
 //!   of the write has unpinned.
@@ -28,10 +35,14 @@
 //!
 //! # Memory ordering
 //!
-//! The root is the only mutable word. The writer builds new nodes with plain
-//! stores, then stores the root with `Release`; readers load it with `Acquire`,
-//! which makes every node reachable from that root (all written before the
-//! release) visible. Published nodes are never written again.
+//! The root and the child pointers of internal nodes are the only mutable
+//! words. The writer builds new nodes with plain stores, then publishes them
+//! with one `Release` store of the root or of one child pointer; readers load
+//! both with `Acquire`, which makes every node reachable through the loaded
+//! pointer (all written before the release) visible. Everything else in a
+//! published node (keys, gaps, value pointers) is never written again, and a
+//! child pointer is swung only to a child with the same slot keys and gap, so
+//! whatever a reader decided from a parent's keys stays true below it.
 //!
 //! # Values
 //!

@@ -1,9 +1,11 @@
 //! Nodes of the tree and the one representation writers build them from.
 //!
 //! A node is immutable from the moment it is published (reachable from the
-//! root) until it is freed after a grace period; writers never change a
-//! published node, they build a replacement (see `write.rs`). Readers therefore
-//! need no lock: whatever node they reach through an acquire load of the root is
+//! root) until it is freed after a grace period, but for its child pointers
+//! ([`Child`]): writers build a replacement for every node whose keys change
+//! (see `write.rs`), and may swing one child pointer to a replacement child
+//! with the same keys and gap. Readers therefore need no lock: whatever node
+//! they reach through an acquire load of the root or of a child pointer is
 //! complete.
 //!
 //! Layout: up to [`B`] = 16 slots per node, keys in separate arrays, each array
@@ -22,7 +24,7 @@
 //! height 0, all at the same depth.
 
 use crate::pool::{Cache, Kind};
-use crate::sync::Published;
+use crate::sync::{AtomicUsize, Ordering, Published};
 use std::marker::PhantomData;
 
 /// Slots per node.
@@ -45,10 +47,46 @@ pub(crate) struct LeafData<T> {
 #[repr(C)]
 pub(crate) struct InternalData<T> {
     pub start: [u64; B],
-    pub child: [NodePtr<T>; B],
+    pub child: [Child<T>; B],
     pub end: [u64; B],
     /// Largest gap between two consecutive ranges inside child `i`.
     pub gap: [u64; B],
+}
+
+/// A child pointer of an internal node: the one word of a published node
+/// that a writer may change, to swing it to a replacement child whose slot
+/// (first start, last end, inner gap) is the same (see `write.rs`, "Publishing
+/// in place"). Release store, acquire load.
+#[repr(transparent)]
+pub(crate) struct Child<T> {
+    raw: AtomicUsize,
+    _marker: PhantomData<*const T>,
+}
+
+impl<T> Child<T> {
+    pub fn new(node: NodePtr<T>) -> Self {
+        Child {
+            raw: AtomicUsize::new(node.raw()),
+            _marker: PhantomData,
+        }
+    }
+
+    /// The child. Acquire: pairs with the release of [`Child::publish`], so
+    /// a child published in place is complete for the reader.
+    #[inline(always)]
+    pub fn get(&self) -> NodePtr<T> {
+        NodePtr::from_raw(self.raw.load(Ordering::Acquire))
+    }
+
+    /// Swings the pointer to `node`, fully built before this call.
+    pub fn publish(&self, node: NodePtr<T>) {
+        self.raw.store(node.raw(), Ordering::Release);
+    }
+}
+
+/// Unused child slots.
+fn no_children<T>() -> [Child<T>; B] {
+    std::array::from_fn(|_| Child::new(NodePtr::NULL))
 }
 
 pub(crate) type Leaf<T> = Published<LeafData<T>>;
@@ -97,13 +135,13 @@ impl<T> LeafData<T> {
         used(&self.start)
     }
 
-    /// Largest gap between two consecutive ranges.
-    pub fn inner_gap(&self) -> u64 {
+    /// Largest gap between two consecutive ranges of the first `len` slots
+    /// (the used ones).
+    #[inline]
+    pub fn inner_gap_of(&self, len: usize) -> u64 {
         let mut g = 0;
-        for i in 1..B {
-            if self.start[i] != PAD {
-                g = g.max(self.start[i] - self.end[i - 1]);
-            }
+        for i in 1..len.min(B) {
+            g = g.max(self.start[i] - self.end[i - 1]);
         }
         g
     }
@@ -184,6 +222,36 @@ impl<T> NodePtr<T> {
         Self::from_raw(alloc_node(cache, Kind::Leaf, Leaf::new(data)) as usize | 1)
     }
 
+    /// Allocates an empty leaf, to be filled through the returned reference
+    /// before it is published (built in its block, not moved there).
+    #[inline]
+    pub fn alloc_leaf<'a>(cache: &mut Cache) -> (Self, &'a mut LeafData<T>) {
+        #[cfg(not(loom))]
+        let raw = {
+            let block = cache.alloc(Kind::Leaf, leaf_layout()) as *mut Leaf<T>;
+            // `Published` is a transparent wrapper: the block is a `LeafData`.
+            let d = block as *mut LeafData<T>;
+            // SAFETY: a fresh block with the layout of a leaf; each field is
+            // written whole (as an empty leaf) before any reference to it exists.
+            unsafe {
+                std::ptr::addr_of_mut!((*d).start).write([PAD; B]);
+                std::ptr::addr_of_mut!((*d).end).write([PAD; B]);
+                std::ptr::addr_of_mut!((*d).val).write([std::ptr::null(); B]);
+            }
+            block
+        };
+        #[cfg(loom)]
+        let raw = {
+            let _ = cache;
+            Box::into_raw(Box::new(Leaf::new(LeafData::empty())))
+        };
+        // SAFETY: fresh and unpublished: nobody else can reach it for 'a (the
+        // caller publishes it only after its last use of the reference).
+        (Self::from_raw(raw as usize | 1), unsafe {
+            (*raw).get_mut()
+        })
+    }
+
     /// Allocates an internal node.
     #[inline]
     pub fn new_internal(cache: &mut Cache, data: InternalData<T>) -> Self {
@@ -211,7 +279,12 @@ impl<T> NodePtr<T> {
         #[cfg(loom)]
         let raw = {
             let _ = cache;
-            Box::into_raw(Box::new(Internal::new(InternalData { ..*src })))
+            Box::into_raw(Box::new(Internal::new(InternalData {
+                start: src.start,
+                child: std::array::from_fn(|i| Child::new(src.child[i].get())),
+                end: src.end,
+                gap: src.gap,
+            })))
         };
         // SAFETY: fresh and unpublished: nobody else can reach it for 'a (the
         // caller publishes it only after its last use of the reference).
@@ -298,9 +371,9 @@ impl<T> NodePtr<T> {
         } else {
             // SAFETY: as above.
             let node = unsafe { self.internal() };
-            for &c in &node.child[..node.len()] {
+            for c in &node.child[..node.len()] {
                 // SAFETY: children of an unreachable subtree are unreachable too.
-                values += unsafe { c.free_deep() };
+                values += unsafe { c.get().free_deep() };
             }
         }
         // SAFETY: the node itself is unreachable and freed once, here.
@@ -457,7 +530,7 @@ impl<T> InternalData<T> {
             start: self.start[i],
             end: self.end[i],
             gap: self.gap[i],
-            ptr: self.child[i].raw(),
+            ptr: self.child[i].get().raw(),
         })
     }
 }
@@ -501,7 +574,7 @@ pub(crate) fn build<T>(cache: &mut Cache, items: &[Item], leaf: bool) -> Item {
     } else {
         let mut d = InternalData::<T> {
             start: [PAD; B],
-            child: [NodePtr::NULL; B],
+            child: no_children(),
             end: [PAD; B],
             gap: [0; B],
         };
@@ -509,7 +582,7 @@ pub(crate) fn build<T>(cache: &mut Cache, items: &[Item], leaf: bool) -> Item {
             d.start[i] = it.start;
             d.end[i] = it.end;
             d.gap[i] = it.gap;
-            d.child[i] = NodePtr::from_raw(it.ptr);
+            d.child[i] = Child::new(NodePtr::from_raw(it.ptr));
         }
         NodePtr::new_internal(cache, d)
     };

@@ -1,6 +1,7 @@
 //! The read side: lookups, iteration and gap search. Everything here runs under
-//! an epoch [`Guard`] and touches only published (immutable) nodes reached from
-//! one acquire load of the root, so each call sees one version of the tree.
+//! an epoch [`Guard`] and touches only published nodes, reached by acquire
+//! loads of the root and of child pointers (see the crate documentation for
+//! what a reader sees of concurrent writes: each write whole or not at all).
 
 use crate::node::{count_le, count_lt, InternalData, LeafData, NodePtr, B, PAD};
 use crate::sync::Guard;
@@ -40,7 +41,7 @@ impl<T: Send + Sync> RangeTree<T> {
             let n: &'g InternalData<T> = unsafe { node.internal::<'g>() };
             // The last child starting at or below `addr` (child 0 if none: the
             // leaf search then finds nothing).
-            node = n.child[count_le(&n.start, addr).saturating_sub(1)];
+            node = n.child[count_le(&n.start, addr).saturating_sub(1)].get();
         }
         // SAFETY: as above.
         let leaf = unsafe { node.leaf::<'g>() };
@@ -58,7 +59,7 @@ impl<T: Send + Sync> RangeTree<T> {
         while !node.is_leaf() {
             // SAFETY: reached from the root loaded under `_guard`, held for 'g.
             let n: &'g InternalData<T> = unsafe { node.internal::<'g>() };
-            node = n.child[first_end_above(&n.start, &n.end, addr)?];
+            node = n.child[first_end_above(&n.start, &n.end, addr)?].get();
         }
         // SAFETY: as above.
         let leaf = unsafe { node.leaf::<'g>() };
@@ -77,7 +78,7 @@ impl<T: Send + Sync> RangeTree<T> {
         while !node.is_leaf() {
             // SAFETY: reached from the root loaded under `_guard`, held for 'g.
             let n: &'g InternalData<T> = unsafe { node.internal::<'g>() };
-            node = n.child[count_lt(&n.start, addr).checked_sub(1)?];
+            node = n.child[count_lt(&n.start, addr).checked_sub(1)?].get();
         }
         // SAFETY: as above.
         let leaf = unsafe { node.leaf::<'g>() };
@@ -87,8 +88,9 @@ impl<T: Send + Sync> RangeTree<T> {
         ))
     }
 
-    /// Iterates, in address order, over the ranges that meet `[lo, hi)`, all
-    /// from one version of the tree.
+    /// Iterates, in address order, over the ranges that meet `[lo, hi)`. Each
+    /// concurrent write is seen whole or not at all, but the iteration is not a
+    /// snapshot (see the crate documentation).
     pub fn iter<'g>(&'g self, lo: u64, hi: u64, guard: &'g Guard) -> Iter<'g, T> {
         let mut it = Iter {
             stack: Vec::new(),
@@ -217,7 +219,7 @@ impl GapQuery {
                 return None;
             }
             if n.gap[i] >= self.size && n.end[i] > self.lo {
-                if let Some(a) = self.low_inside(n.child[i]) {
+                if let Some(a) = self.low_inside(n.child[i].get()) {
                     return Some(a);
                 }
             }
@@ -248,7 +250,7 @@ impl GapQuery {
                 return None;
             }
             if n.gap[i] >= self.size && n.start[i] < self.hi {
-                if let Some(a) = self.high_inside(n.child[i]) {
+                if let Some(a) = self.high_inside(n.child[i].get()) {
                     return Some(a);
                 }
             }
@@ -283,7 +285,7 @@ impl<'g, T: 'g> Iter<'g, T> {
                 return;
             }
             self.stack.push((node, i + 1));
-            node = n.child[i];
+            node = n.child[i].get();
         }
     }
 }
@@ -311,7 +313,7 @@ impl<'g, T: 'g> Iterator for Iter<'g, T> {
             // SAFETY: as above.
             let n = unsafe { node.internal::<'g>() };
             if *i < B && n.start[*i] != PAD {
-                let child = n.child[*i];
+                let child = n.child[*i].get();
                 *i += 1;
                 self.stack.push((child, 0));
             } else {

@@ -1,6 +1,6 @@
 //! The write side: every write is one *splice* — "make `[s, e)` hold exactly
 //! `new` (or nothing)" — done by path copying and published with one release
-//! store of the root.
+//! store (of the root, or of one child pointer: see below).
 //!
 //! # The splice
 //!
@@ -16,17 +16,31 @@
 //! At the root, the returned items are packed into a new root (growing the tree
 //! when they exceed one node, shrinking it while the root has one child).
 //!
+//! # Publishing in place
+//!
+//! The common write meets one leaf and leaves it between `MIN` and `B` slots
+//! (`splice_path`): a new leaf and copies of the internal nodes above it. The
+//! copies stop at the first level whose slot for the node below keeps its
+//! first start, last end and largest inner gap; there the writer stores the
+//! new child pointer into the published parent (release), instead of copying
+//! the parent and everything above it up to the root. Nothing a reader reads
+//! in the parent changes but that pointer, and the old and new children agree
+//! with the parent's keys, so a reader that loads either is consistent; a
+//! store or erase inside a leaf usually copies that leaf alone. Only the
+//! writer changes child pointers, and only of nodes reachable from the root,
+//! never of retired ones (which a slow reader may still be walking).
+//!
 //! # Reclamation
 //!
 //! Every published node the splice replaced is retired *shallow* (its slots
 //! moved to new nodes); subtrees dropped whole and values whose range vanished
 //! are retired *deep*. All of it is handed to the epoch collector in one batch
-//! after the root store, so it is freed once every reader that could have loaded
-//! the old root has left its read-side section.
+//! after the publishing store, so it is freed once every reader that could have
+//! loaded a pointer to it has left its read-side section.
 
 use crate::node::{
-    build, count_le, count_lt, items_of, pack, Fill, FreeChain, Item, LeafData, NodePtr, Record, B,
-    MIN, RECORD_WORDS,
+    build, count_le, count_lt, items_of, pack, Child, Fill, FreeChain, InternalData, Item, NodePtr,
+    Record, B, MIN, RECORD_WORDS,
 };
 use crate::pool::Cache;
 use crate::sync::{self, Ordering};
@@ -53,6 +67,14 @@ pub(crate) struct PathGarbage<T> {
     _values: PhantomData<*const T>,
 }
 
+/// What a write that replaced one leaf and nothing else unlinked (the most
+/// common write): the old leaf and at most one value (null if none). Two
+/// words, kept by the collector without an allocation and without a record.
+pub(crate) struct LeafGarbage<T> {
+    leaf: NodePtr<T>,
+    value: *const T,
+}
+
 /// Deepest path the write fast path handles (a record holds the path's nodes
 /// and up to `B` values).
 const PATH_DEPTH: usize = 24;
@@ -68,6 +90,7 @@ pub(crate) struct ListGarbage<T>(Vec<Retired<T>>);
 /// What one write unlinked, freed (dropped) after a grace period.
 #[cfg_attr(loom, allow(dead_code))] // under loom, kept only to be dropped
 pub(crate) enum Garbage<T> {
+    Leaf(LeafGarbage<T>),
     Path(PathGarbage<T>),
     List(ListGarbage<T>),
 }
@@ -75,6 +98,21 @@ pub(crate) enum Garbage<T> {
 // SAFETY: garbage holds unlinked nodes and values of a `RangeTree<T>`, which is
 // `Send + Sync` only for `T: Send + Sync`; it is dropped on the collector's thread.
 unsafe impl<T: Send + Sync> Send for PathGarbage<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send + Sync> Send for LeafGarbage<T> {}
+
+impl<T> Drop for LeafGarbage<T> {
+    fn drop(&mut self) {
+        // SAFETY: as for `PathGarbage`: a grace period has passed, and the
+        // write that made this unlinked exactly this leaf and value.
+        unsafe {
+            if !self.value.is_null() {
+                drop(Box::from_raw(self.value as *mut T));
+            }
+            self.leaf.free_shallow();
+        }
+    }
+}
 // SAFETY: as above.
 unsafe impl<T: Send + Sync> Send for ListGarbage<T> {}
 
@@ -241,12 +279,12 @@ impl<T: Clone> Splice<'_, T> {
             let t = start.partition_point(|&x| x <= s).saturating_sub(1);
             (t, t)
         };
-        let mut items = self.node(n.child[lo], h - 1, new);
-        for &mid in &n.child[lo + 1..hi.max(lo + 1)] {
+        let mut items = self.node(n.child[lo].get(), h - 1, new);
+        for mid in n.child[lo + 1..hi.max(lo + 1)].iter().map(Child::get) {
             self.retire_deep(mid);
         }
         if hi > lo {
-            items.extend(self.node(n.child[hi], h - 1, None));
+            items.extend(self.node(n.child[hi].get(), h - 1, None));
         }
         if h >= 2 {
             self.repair(&mut items, h - 2);
@@ -258,11 +296,11 @@ impl<T: Clone> Splice<'_, T> {
             merged_neighbour = a > 0 || b < len;
             if a > 0 {
                 a -= 1;
-                let mut merged = self.take_items(n.child[a]);
+                let mut merged = self.take_items(n.child[a].get());
                 merged.append(&mut items);
                 items = merged;
             } else if b < len {
-                let mut right = self.take_items(n.child[b]);
+                let mut right = self.take_items(n.child[b].get());
                 items.append(&mut right);
                 b += 1;
             }
@@ -278,13 +316,13 @@ impl<T: Clone> Splice<'_, T> {
             // the partial node left behind by the previous split on that
             // side, so that it is filled up now rather than left at MIN + 1.
             let fill = self.fill(&items);
-            if fill == Fill::Left && a > 0 && slots(n.child[a - 1]) < B {
+            if fill == Fill::Left && a > 0 && slots(n.child[a - 1].get()) < B {
                 a -= 1;
-                let mut merged = self.take_items(n.child[a]);
+                let mut merged = self.take_items(n.child[a].get());
                 merged.append(&mut items);
                 items = merged;
-            } else if fill == Fill::Right && b < len && slots(n.child[b]) < B {
-                let mut right = self.take_items(n.child[b]);
+            } else if fill == Fill::Right && b < len && slots(n.child[b].get()) < B {
+                let mut right = self.take_items(n.child[b].get());
                 items.append(&mut right);
                 b += 1;
             }
@@ -369,8 +407,8 @@ fn count_subtree<T>(node: NodePtr<T>) -> (usize, usize, usize) {
     }
     // SAFETY: as above.
     let n = unsafe { node.internal() };
-    n.child[..n.len()].iter().fold((0, 0, 1), |acc, &c| {
-        let (r, l, i) = count_subtree(c);
+    n.child[..n.len()].iter().fold((0, 0, 1), |acc, c| {
+        let (r, l, i) = count_subtree(c.get());
         (acc.0 + r, acc.1 + l, acc.2 + i)
     })
 }
@@ -594,16 +632,12 @@ impl<T: Clone + Send + Sync + 'static> RangeTree<T> {
             // SAFETY: a published node is live while the writer (its only
             // unlinker) runs.
             let n = unsafe { node.internal() };
-            // Children meeting [s, e): first..last; none: the one s falls in.
-            let first = count_le(&n.end, s);
-            let last = count_lt(&n.start, e);
-            let i = match last.saturating_sub(first) {
-                0 => count_le(&n.start, s).saturating_sub(1),
-                1 => first,
-                _ => return false,
+            let i = match path_child(n, s, e) {
+                Some(i) => i,
+                None => return false,
             };
             slots[d] = i as u8;
-            node = n.child[i];
+            node = n.child[i].get();
         }
         // SAFETY: as above.
         let leaf = unsafe { node.leaf() };
@@ -626,7 +660,7 @@ impl<T: Clone + Send + Sync + 'static> RangeTree<T> {
             return false;
         }
         let cache = &mut token.cache;
-        let mut d = LeafData::<T>::empty();
+        let (new_leaf, d) = NodePtr::<T>::alloc_leaf(cache);
         for j in 0..B {
             // Slot j of the new leaf comes from slot `from` of the old one
             // (the middle slots are overwritten below).
@@ -658,46 +692,60 @@ impl<T: Clone + Send + Sync + 'static> RangeTree<T> {
             };
             (d.start[k], d.end[k], d.val[k]) = (e, leaf.end[hi - 1], v);
         }
-        // Record the old path and the lost values for the collector.
-        let record = Record::alloc(cache);
-        let values = drop_hi.saturating_sub(drop_lo);
-        // SAFETY: a fresh record, ours alone; the words written fit (see
-        // `PATH_DEPTH`).
-        unsafe {
-            let w = record as *mut usize;
-            w.write((height + 1) | values << 8);
-            for (k, n) in nodes[..height].iter().enumerate() {
-                w.add(1 + k).write(n.raw());
-            }
-            w.add(1 + height).write(node.raw());
-            for (k, i) in (drop_lo..drop_hi).enumerate() {
-                w.add(2 + height + k).write(leaf.val[i] as usize);
-            }
-        }
-        let (mut first, mut last, mut gap) = (d.start[0], d.end[count - 1], d.inner_gap());
-        let mut child = NodePtr::new_leaf(cache, d);
-        // Copy the path bottom-up, each copy pointing at the one below.
-        for depth in (0..height).rev() {
-            let i = usize::from(slots[depth]);
+        let (mut first, mut last, mut gap) = (d.start[0], d.end[count - 1], d.inner_gap_of(count));
+        let mut child = new_leaf;
+        // Copy the path bottom-up, each copy pointing at the one below, until
+        // a level whose slot for the copy below keeps its first start, last
+        // end and inner gap: there, the copy is published in place.
+        let mut depth = height;
+        while depth > 0 {
+            let i = usize::from(slots[depth - 1]);
             // SAFETY: as above.
-            let old = unsafe { nodes[depth].internal() };
+            let old = unsafe { nodes[depth - 1].internal() };
+            if (old.start[i], old.end[i], old.gap[i]) == (first, last, gap) {
+                break;
+            }
+            depth -= 1;
             let (copy, c) = NodePtr::copy_internal(cache, old);
-            (c.start[i], c.child[i], c.end[i], c.gap[i]) = (first, child, last, gap);
+            (c.start[i], c.end[i], c.gap[i]) = (first, last, gap);
+            c.child[i] = Child::new(child);
             // (Computed from the old node: reading the fresh copy right after
             // the block copy would stall on store forwarding.)
             (first, last, gap) = old.summary_with(i, first, last, gap);
             child = copy;
         }
-        // Release: as in `splice`.
-        self.root.store(child.raw(), Ordering::Release);
+        if depth == 0 {
+            // Release: as in `splice`.
+            self.root.store(child.raw(), Ordering::Release);
+        } else {
+            // SAFETY: as above; the writer is the only one that changes child
+            // pointers of published nodes.
+            let parent = unsafe { nodes[depth - 1].internal() };
+            parent.child[usize::from(slots[depth - 1])].publish(child);
+        }
         self.account(count as isize - len as isize, 0, 0);
-        self.retire(
-            token,
+        let values = drop_hi.saturating_sub(drop_lo);
+        let garbage = if depth == height && values <= 1 {
+            Garbage::Leaf(LeafGarbage {
+                leaf: node,
+                value: if values == 1 {
+                    leaf.val[drop_lo]
+                } else {
+                    std::ptr::null()
+                },
+            })
+        } else {
             Garbage::Path(PathGarbage {
-                record,
+                record: record_path(
+                    cache,
+                    &nodes[depth..height],
+                    node,
+                    &leaf.val[drop_lo..drop_hi.max(drop_lo)],
+                ),
                 _values: PhantomData,
-            }),
-        );
+            })
+        };
+        self.retire(token, garbage);
         true
     }
 
@@ -707,6 +755,7 @@ impl<T: Clone + Send + Sync + 'static> RangeTree<T> {
         // One deferred closure per write, each small enough (three words) for
         // the collector to store without an allocation.
         match garbage {
+            Garbage::Leaf(g) => sync::defer_drop(&guard, g),
             Garbage::Path(g) => sync::defer_drop(&guard, g),
             Garbage::List(g) => sync::defer_drop(&guard, g),
         }
@@ -728,10 +777,54 @@ impl<T: Clone + Send + Sync + 'static> RangeTree<T> {
         let _ = token;
         let guard = sync::pin();
         match garbage {
+            Garbage::Leaf(g) => sync::defer_drop(&guard, g),
             Garbage::Path(g) => sync::defer_drop(&guard, g),
             Garbage::List(g) => sync::defer_drop(&guard, g),
         }
     }
+}
+
+/// A record of what a single-path write replaced: the old internal nodes
+/// `path`, the old `leaf`, and the `values` whose ranges vanished.
+fn record_path<T>(
+    cache: &mut Cache,
+    path: &[NodePtr<T>],
+    leaf: NodePtr<T>,
+    values: &[*const T],
+) -> *mut Record {
+    let record = Record::alloc(cache);
+    let nodes = path.len() + 1;
+    // SAFETY: a fresh record, ours alone; the words written fit (see
+    // `PATH_DEPTH`).
+    unsafe {
+        let w = record as *mut usize;
+        w.write(nodes | values.len() << 8);
+        for (k, n) in path.iter().chain([&leaf]).enumerate() {
+            w.add(1 + k).write(n.raw());
+        }
+        for (k, &v) in values.iter().enumerate() {
+            w.add(1 + nodes + k).write(v as usize);
+        }
+    }
+    record
+}
+
+/// The child of `n` a single-path write of `[s, e)` goes down: the one child
+/// that `[s, e)` meets, or if it meets none, the one whose span or following
+/// gap `s` falls in (child 0 if `s` is below all). `None` when `[s, e)` meets
+/// two children or more.
+#[inline(always)]
+fn path_child<T>(n: &InternalData<T>, s: u64, e: u64) -> Option<usize> {
+    // The common case, with one key search: `[s, e)` ends before the next
+    // child starts (an unused slot starts at `PAD`, above every end).
+    let i = count_le(&n.start, s).saturating_sub(1);
+    if i + 1 >= B || e <= n.start[i + 1] {
+        return Some(i);
+    }
+    // Children meeting [s, e): first..last.
+    let first = count_le(&n.end, s);
+    let last = count_lt(&n.start, e);
+    (last - first == 1).then_some(first)
 }
 
 /// Packs the root's replacement items into a root, adding levels while they

@@ -123,7 +123,8 @@ fn read_loop(tree: &RangeTree<Val>, stop: &AtomicBool, seed: u64) -> u64 {
             check_entry(e.start, e.end, e.value);
             assert!(e.start <= addr && addr < e.end);
         }
-        // One iteration sees one version: sorted, disjoint, every value valid.
+        // One iteration sees every write whole or not at all: sorted,
+        // disjoint, every value valid (not a snapshot: see the crate docs).
         let mut prev_end = 0;
         for e in tree.iter(addr, addr + 2000, &g) {
             check_entry(e.start, e.end, e.value);

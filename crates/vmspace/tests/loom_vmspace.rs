@@ -47,6 +47,7 @@ fn space(strategy: Strategy) -> Arc<AddressSpace> {
             max_map_count: 64,
             mmap_min_addr: P,
             mmap_base: ADDR_LIMIT,
+            ..Config::default()
         },
         frames,
     )
@@ -253,6 +254,7 @@ fn shootdown_vs_access() {
                 max_map_count: 64,
                 mmap_min_addr: P,
                 mmap_base: ADDR_LIMIT,
+                ..Config::default()
             },
             frames,
         );
