@@ -228,6 +228,9 @@ pub struct MixedRow {
     pub churn_ops_per_sec: f64,
     /// Extra-thread latency.
     pub churn_lat: Histogram<u64>,
+    /// The faulters' sampled latency in the idle windows (`Row::lat` has the
+    /// busy windows').
+    pub idle_lat: Histogram<u64>,
 }
 
 /// Sizes and durations of a run.
@@ -416,6 +419,7 @@ fn aggregate(workload: Workload, target: Target, threads: usize, runs: Vec<Measu
             spin_kept: spin / baseline,
             churn_ops_per_sec: x.churn_ops as f64 / m.secs,
             churn_lat: x.churn_lat.clone(),
+            idle_lat: x.idle_lat.clone(),
         });
     } else {
         ops_per_sec = median(&mut rates);

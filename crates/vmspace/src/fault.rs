@@ -47,7 +47,7 @@ use crate::space::{AddressSpace, Strategy};
 use crate::stats::{Counter, FaultCounters};
 use crate::sync::{AtomicU64, Ordering};
 use crate::vma::{Backing, Vma};
-use crate::vmacache::VmaCache;
+use crate::vmacache::{Check, VmaCache};
 use std::cell::{RefCell, RefMut};
 use std::sync::Arc;
 
@@ -175,7 +175,7 @@ impl AddressSpace {
         loop {
             let g = vmspace_tree::pin();
             let mut c = cache.borrow_mut();
-            let vma = self.find_vma(&mut c, addr, &g)?;
+            let vma = self.find_vma(&mut c, addr, &g, Check::Lock)?;
             if !vma.try_read_lock(self.mm_seq()) {
                 // The VMA is being changed (often a merge or split next to
                 // it, a short write section) or was replaced. Waiting a few
@@ -247,7 +247,7 @@ impl AddressSpace {
             let validate = Validate::Seq(&self.spec_seq, seq);
             let g = vmspace_tree::pin();
             let mut c = cache.borrow_mut();
-            let vma = self.find_vma(&mut c, addr, &g)?;
+            let vma = self.find_vma(&mut c, addr, &g, Check::Seq)?;
             match self.fault_in_vma(vma, addr, access, &validate) {
                 // An error seen through a possibly stale VMA counts only if
                 // nothing changed since the sequence was read.
@@ -277,13 +277,14 @@ impl AddressSpace {
         cache: &'a mut RefMut<'_, VmaCache>,
         addr: u64,
         g: &'a vmspace_tree::Guard,
+        check: Check,
     ) -> Option<&'a Arc<Vma>> {
         let gen = self.cpus().vma_gen.load();
-        if let Some(i) = cache.lookup(gen, addr) {
+        if let Some(i) = cache.lookup(gen, addr, check) {
             return Some(cache.get(i));
         }
         let found = self.tree().find(addr, g)?.value;
-        match cache.insert(gen, found) {
+        match cache.insert(gen, found, check) {
             Some(i) => Some(cache.get(i)),
             None => Some(found),
         }

@@ -12,10 +12,18 @@ use vmspace::{
 };
 
 /// What a thread maps.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapKind {
     /// Private anonymous memory.
     Anon,
+    /// Private anonymous memory for the churning thread, asked for at
+    /// [`CHURN_HINT`] (not fixed): an area of its own, apart from the
+    /// faulters' regions. On the host, placement already puts a small mapping
+    /// into a hole among the libraries, far from a large region; in vmspace's
+    /// otherwise empty address space top-down placement would put it right
+    /// below a faulter's region, where it merges into the faulter's VMA and
+    /// every churn operation write-locks that VMA (it would on Linux too).
+    Churn,
     /// The thread's own warm file (index = thread), private (writes are COW).
     FilePrivate(usize),
     /// The thread's own warm file, shared.
@@ -23,6 +31,11 @@ pub enum MapKind {
     /// A fresh file whose backing store answers each read after a delay.
     Sleepy,
 }
+
+/// Where the churning thread asks for its mappings (16 TiB: free in a fresh
+/// Linux process, whose heap is near 0x5555_5555_0000 and mappings near
+/// 0x7fxx_xxxx_xxxx, and in vmspace's address space).
+pub const CHURN_HINT: u64 = 0x1000_0000_0000;
 
 /// Memory operations a workload needs. `T` is what each thread holds (a
 /// vmspace `Cpu`; nothing on the host).
@@ -116,7 +129,7 @@ impl Env for VmEnv {
 
     fn map(&self, _: &mut Cpu, len: u64, kind: MapKind) -> u64 {
         let (shared, src) = match kind {
-            MapKind::Anon => (false, MapSource::Anon),
+            MapKind::Anon | MapKind::Churn => (false, MapSource::Anon),
             MapKind::FilePrivate(i) | MapKind::FileShared(i) => (
                 matches!(kind, MapKind::FileShared(_)),
                 MapSource::File {
@@ -143,8 +156,13 @@ impl Env for VmEnv {
             shared,
             ..MapFlags::default()
         };
+        let hint = if kind == MapKind::Churn {
+            CHURN_HINT
+        } else {
+            0
+        };
         self.space
-            .mmap(0, len, Prot::READ_WRITE, flags, src)
+            .mmap(hint, len, Prot::READ_WRITE, flags, src)
             .expect("vmspace mmap in a benchmark")
     }
 
@@ -235,16 +253,22 @@ mod host {
 
         fn map(&self, _: &mut Vec<u8>, len: u64, kind: MapKind) -> u64 {
             let (flags, fd) = match kind {
-                MapKind::Anon => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
+                MapKind::Anon | MapKind::Churn => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
                 MapKind::FilePrivate(i) => (libc::MAP_PRIVATE, self.files[i].as_raw_fd()),
                 MapKind::FileShared(i) => (libc::MAP_SHARED, self.files[i].as_raw_fd()),
                 MapKind::Sleepy => panic!("the host has no sleepy file"),
             };
-            // SAFETY: a new mapping at an address the kernel picks: no memory
-            // of this process changes.
+            let hint = if kind == MapKind::Churn {
+                super::CHURN_HINT
+            } else {
+                0
+            };
+            // SAFETY: a new mapping at an address the kernel picks (a hint is
+            // not fixed: nothing mapped there is replaced): no memory of this
+            // process changes.
             let p = unsafe {
                 libc::mmap(
-                    std::ptr::null_mut(),
+                    hint as *mut libc::c_void,
                     len as usize,
                     libc::PROT_READ | libc::PROT_WRITE,
                     flags,

@@ -120,7 +120,7 @@ pub fn table(rows: &[Row]) -> String {
     if !mixed.is_empty() {
         let _ = writeln!(
             out,
-            "\n{:<13} {:>3} {:<12} {:>9} {:>5} {:>9} {:>6} {:>9} {:>9} {:>8} {:>8} {:>8}",
+            "\n{:<13} {:>3} {:<12} {:>9} {:>5} {:>9} {:>6} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
             "workload",
             "thr",
             "strategy",
@@ -132,6 +132,7 @@ pub fn table(rows: &[Row]) -> String {
             "extra/s",
             "xp50",
             "xp99",
+            "idle p99",
             "fault p99"
         );
         for r in mixed {
@@ -149,7 +150,7 @@ pub fn table(rows: &[Row]) -> String {
             let h = r.lat.as_ref().expect("latency");
             let _ = writeln!(
                 out,
-                "{:<13} {:>3} {:<12} {:>9} {:>5} {:>9} {:>6.2} {:>9.2} {:>9} {:>8} {:>8} {:>8}",
+                "{:<13} {:>3} {:<12} {:>9} {:>5} {:>9} {:>6.2} {:>9.2} {:>9} {:>8} {:>8} {:>8} {:>8}",
                 r.workload.name(),
                 r.threads,
                 r.strategy,
@@ -161,6 +162,7 @@ pub fn table(rows: &[Row]) -> String {
                 rate(m.churn_ops_per_sec),
                 ns(pct(&m.churn_lat, 0.5)),
                 ns(pct(&m.churn_lat, 0.99)),
+                ns(pct(&m.idle_lat, 0.99)),
                 ns(pct(h, 0.99)),
             );
         }
@@ -316,6 +318,8 @@ pub fn row_json(r: &Row) -> Value {
         put(&mut o, "churn_p50_ns", pct(&m.churn_lat, 0.5));
         put(&mut o, "churn_p99_ns", pct(&m.churn_lat, 0.99));
         put(&mut o, "churn_max_ns", m.churn_lat.max());
+        put(&mut o, "idle_p50_ns", pct(&m.idle_lat, 0.5));
+        put(&mut o, "idle_p99_ns", pct(&m.idle_lat, 0.99));
     }
     if let Some(x) = r.ns_per_op {
         put(&mut o, "ns_per_op", x);

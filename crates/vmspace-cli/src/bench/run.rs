@@ -69,6 +69,9 @@ pub struct Mixed {
     pub churn_ops: u64,
     /// Latency of the extra thread's operations (busy windows).
     pub churn_lat: Histogram<u64>,
+    /// Sampled latency of the faulters' operations in the idle windows (the
+    /// measurement's `lat` holds the busy windows').
+    pub idle_lat: Histogram<u64>,
     /// Faulter ops/s of each busy window (for the spread).
     pub busy_rates: Vec<f64>,
 }
@@ -99,9 +102,32 @@ const BUSY: u8 = 1;
 const SPIN: u8 = 2;
 const STOP: u8 = 3;
 
+/// Values of `Shared::record`: which histogram timed operations go to.
+const REC_OFF: u8 = 0;
+/// The measured window (mixed workloads: a busy window).
+const REC_MAIN: u8 = 1;
+/// An idle window of a mixed workload.
+const REC_IDLE: u8 = 2;
+
+/// A thread's latency histograms: of the measured (busy) windows, and of the
+/// idle windows of a mixed workload.
+struct Hists {
+    main: Histogram<u64>,
+    idle: Histogram<u64>,
+}
+
+impl Hists {
+    fn new() -> Hists {
+        Hists {
+            main: histogram(),
+            idle: histogram(),
+        }
+    }
+}
+
 struct Shared {
     stop: AtomicBool,
-    record: AtomicBool,
+    record: AtomicU8,
     phase: AtomicU8,
     counters: Vec<Slot>,
     churn: Slot,
@@ -125,13 +151,15 @@ fn delta(a: Option<FaultStats>, b: Option<FaultStats>) -> Option<FaultStats> {
 }
 
 #[inline]
-fn timed(sample: bool, record: &AtomicBool, h: &mut Histogram<u64>, f: impl FnOnce()) {
+fn timed(sample: bool, record: &AtomicU8, h: &mut Hists, f: impl FnOnce()) {
     if sample {
         let start = Instant::now();
         f();
         let ns = start.elapsed().as_nanos() as u64;
-        if record.load(Relaxed) {
-            h.saturating_record(ns.max(1));
+        match record.load(Relaxed) {
+            REC_MAIN => h.main.saturating_record(ns.max(1)),
+            REC_IDLE => h.idle.saturating_record(ns.max(1)),
+            _ => {}
         }
     } else {
         f();
@@ -139,16 +167,9 @@ fn timed(sample: bool, record: &AtomicBool, h: &mut Histogram<u64>, f: impl FnOn
 }
 
 /// A faulting thread: map a region, touch each page once, unmap, again.
-fn faulter<E: Env>(
-    env: &E,
-    sh: &Shared,
-    me: usize,
-    kind: MapKind,
-    len: u64,
-    read: bool,
-) -> Histogram<u64> {
+fn faulter<E: Env>(env: &E, sh: &Shared, me: usize, kind: MapKind, len: u64, read: bool) -> Hists {
     let mut t = env.thread();
-    let mut h = histogram();
+    let mut h = Hists::new();
     let mut n = 0u64;
     // Slow faults are all timed: the clock costs nothing next to the I/O.
     let every = if matches!(kind, MapKind::Sleepy) {
@@ -180,9 +201,9 @@ fn faulter<E: Env>(
 }
 
 /// An mmap1 thread: map and unmap an untouched region.
-fn mapper<E: Env>(env: &E, sh: &Shared, me: usize, len: u64) -> Histogram<u64> {
+fn mapper<E: Env>(env: &E, sh: &Shared, me: usize, len: u64) -> Hists {
     let mut t = env.thread();
-    let mut h = histogram();
+    let mut h = Hists::new();
     let mut n = 0u64;
     sh.ready.wait();
     while !sh.stop.load(Relaxed) {
@@ -200,7 +221,7 @@ fn mapper<E: Env>(env: &E, sh: &Shared, me: usize, len: u64) -> Histogram<u64> {
 /// or spinning in user code, as `phase` says.
 fn extra<E: Env>(env: &E, sh: &Shared, readers: bool) -> Histogram<u64> {
     let mut t = env.thread();
-    let mut h = histogram();
+    let mut h = Hists::new();
     let mut n = 0u64;
     sh.ready.wait();
     loop {
@@ -211,7 +232,7 @@ fn extra<E: Env>(env: &E, sh: &Shared, readers: bool) -> Histogram<u64> {
                     if readers {
                         std::hint::black_box(env.read_maps(&mut t));
                     } else {
-                        let a = env.map(&mut t, CHURN_BYTES, MapKind::Anon);
+                        let a = env.map(&mut t, CHURN_BYTES, MapKind::Churn);
                         env.protect_ro(&mut t, a, PAGE_SIZE);
                         env.unmap(&mut t, a, CHURN_BYTES);
                     }
@@ -224,7 +245,7 @@ fn extra<E: Env>(env: &E, sh: &Shared, readers: bool) -> Histogram<u64> {
                     std::hint::spin_loop();
                 }
             }
-            _ => return h,
+            _ => return h.main,
         }
     }
 }
@@ -243,7 +264,7 @@ pub fn measure<E: Env>(env: &E, spec: &Spec) -> Measurement {
     };
     let sh = Shared {
         stop: AtomicBool::new(false),
-        record: AtomicBool::new(false),
+        record: AtomicU8::new(REC_OFF),
         phase: AtomicU8::new(IDLE),
         counters: (0..workers).map(|_| Slot::default()).collect(),
         churn: Slot::default(),
@@ -285,9 +306,9 @@ pub fn measure<E: Env>(env: &E, spec: &Spec) -> Measurement {
         } else {
             let c0 = sh.total();
             let t0 = Instant::now();
-            sh.record.store(true, Relaxed);
+            sh.record.store(REC_MAIN, Relaxed);
             std::thread::sleep(secs(spec.seconds));
-            sh.record.store(false, Relaxed);
+            sh.record.store(REC_OFF, Relaxed);
             let c1 = sh.total();
             Measurement {
                 ops: c1 - c0,
@@ -306,9 +327,11 @@ pub fn measure<E: Env>(env: &E, spec: &Spec) -> Measurement {
         sh.stop.store(true, Relaxed);
         sh.phase.store(STOP, Relaxed);
         for h in handles {
-            m.lat
-                .add(h.join().expect("bench thread panicked"))
-                .expect("histogram add");
+            let h = h.join().expect("bench thread panicked");
+            m.lat.add(h.main).expect("histogram add");
+            if let Some(x) = m.mixed.as_mut() {
+                x.idle_lat.add(h.idle).expect("histogram add");
+            }
         }
         if let (Some(e), Some(x)) = (extra, m.mixed.as_mut()) {
             x.churn_lat = e.join().expect("bench extra thread panicked");
@@ -330,9 +353,14 @@ fn control_mixed(spec: &Spec, sh: &Shared) -> Measurement {
             sh.phase.store(phase, Relaxed);
             std::thread::sleep(settle);
             let (c0, k0, t0) = (sh.total(), sh.churn.0.load(Relaxed), Instant::now());
-            sh.record.store(phase == BUSY, Relaxed);
+            let rec = match phase {
+                BUSY => REC_MAIN,
+                IDLE => REC_IDLE,
+                _ => REC_OFF,
+            };
+            sh.record.store(rec, Relaxed);
             std::thread::sleep(secs(window));
-            sh.record.store(false, Relaxed);
+            sh.record.store(REC_OFF, Relaxed);
             let (c1, k1, dt) = (
                 sh.total(),
                 sh.churn.0.load(Relaxed),
@@ -358,6 +386,7 @@ fn control_mixed(spec: &Spec, sh: &Shared) -> Measurement {
             spin: acc[SPIN as usize],
             churn_ops: churn,
             churn_lat: histogram(),
+            idle_lat: histogram(),
             busy_rates,
         }),
     }
@@ -393,6 +422,7 @@ impl Measurement {
                 "spin": [m.spin.0, m.spin.1],
                 "churn_ops": m.churn_ops,
                 "churn_lat": hist_json(&m.churn_lat),
+                "idle_lat": hist_json(&m.idle_lat),
                 "busy_rates": m.busy_rates,
             })),
         })
@@ -408,6 +438,7 @@ impl Measurement {
                 spin: pair(&m["spin"])?,
                 churn_ops: m["churn_ops"].as_u64()?,
                 churn_lat: hist_from(&m["churn_lat"]),
+                idle_lat: hist_from(&m["idle_lat"]),
                 busy_rates: m["busy_rates"]
                     .as_array()?
                     .iter()
