@@ -65,7 +65,7 @@ pub const POISON: u64 = 0xDEAD_BEEF_DEAD_BEEF;
 #[cfg(not(loom))]
 const SHARDS: usize = 16;
 #[cfg(loom)]
-const SHARDS: usize = 1;
+const SHARDS: usize = 16;
 /// Most frames a thread takes from another list at once.
 const STEAL_MAX: usize = 256;
 
@@ -455,6 +455,39 @@ mod tests {
         assert!(a.alloc().is_none(), "arena exhausted");
         for f in all {
             a.put(f);
+        }
+    }
+
+    /// Every frame can be allocated, by one thread or by several, whichever
+    /// lists they sit on, and only then is the arena exhausted.
+    #[test]
+    fn every_frame_is_found_across_the_lists() {
+        for threads in [1usize, 3] {
+            let n = 1000;
+            let a = FrameAllocator::new(n * PAGE_SIZE).unwrap();
+            let got: Vec<FrameId> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..threads)
+                    .map(|_| s.spawn(|| std::iter::from_fn(|| a.alloc()).collect::<Vec<_>>()))
+                    .collect();
+                hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(got.len(), n as usize, "{threads} threads");
+            let mut ids: Vec<u32> = got.iter().map(|f| f.0).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), n as usize, "a frame handed out twice");
+            assert_eq!(a.in_use(), n as usize);
+            for f in got {
+                a.put(f);
+            }
+            assert_eq!(a.in_use(), 0);
+            // Freed on this thread's list, found again from another thread.
+            let again = std::thread::scope(|s| {
+                s.spawn(|| std::iter::from_fn(|| a.alloc()).count())
+                    .join()
+                    .unwrap()
+            });
+            assert_eq!(again, n as usize);
         }
     }
 
