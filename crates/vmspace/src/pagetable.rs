@@ -278,8 +278,8 @@ fn walk(dir: &Dir, level: u32, base: u64, start: u64, end: u64, f: &mut dyn FnMu
         if at >= end {
             break;
         }
-        // SeqCst: a writer that scans tables after advancing the speculative
-        // sequence sees every table a validated speculative fault created
+        // SeqCst: a writer that scans tables after marking the VMAs of the
+        // range sees every table a validated speculative fault created there
         // (see `fault.rs`).
         let p = dir.entries[i].load(Ordering::SeqCst);
         if p == 0 {

@@ -170,9 +170,6 @@ pub struct AddressSpace {
     lock: RwLock<WriterState>,
     /// Per-VMA lock sequence (see `vma.rs`).
     mm_seq: AtomicU64,
-    /// Speculative-fault sequence count (see `fault.rs`): odd while a writer
-    /// changes the VMAs or zaps page-table entries.
-    pub(crate) spec_seq: AtomicU64,
     pt: PageTable,
     cpus: CpuRegistry,
 }
@@ -191,9 +188,6 @@ impl Drop for Writer<'_> {
         // Release: VMA changes made under the lock happen before a fault that
         // sees the VMAs unlocked.
         self.space.mm_seq.store(self.seq + 1, Ordering::Release);
-        // Release: every change of this section happens before a speculative
-        // fault that reads the even value.
-        self.space.spec_seq.fetch_add(1, Ordering::Release);
         self.space.cpus.vma_gen.end_write();
         if let Some(state) = self.state.take() {
             crate::sync::unlock_fair(state);
@@ -220,7 +214,6 @@ impl AddressSpace {
             tree,
             lock: RwLock::new(WriterState { token }),
             mm_seq: AtomicU64::new(1),
-            spec_seq: AtomicU64::new(0),
             pt: PageTable::new(),
             cpus: CpuRegistry::default(),
         })
@@ -269,11 +262,6 @@ impl AddressSpace {
     fn write_lock(&self) -> Writer<'_> {
         let state = self.lock.write();
         self.cpus.vma_gen.begin_write();
-        // Odd for the whole write section: a speculative fault that read the
-        // sequence before cannot validate, and none starts until the end.
-        // SeqCst: ordered before this writer's page-table scans (fault.rs).
-        let was = self.spec_seq.fetch_add(1, Ordering::SeqCst);
-        debug_assert!(was.is_multiple_of(2), "spec_seq odd without a writer");
         let seq = self.mm_seq.load(Ordering::Relaxed);
         Writer {
             space: self,
@@ -743,10 +731,13 @@ impl Writer<'_> {
     /// drops the frames' references.
     ///
     /// # Preconditions
-    /// No fault can install an entry in the range concurrently: the VMAs are
-    /// write-locked or gone (per-vma), the write lock excludes locked faults,
-    /// and `spec_seq` is odd while any writer holds the lock (speculative:
-    /// see `fault.rs`).
+    /// A fault may install an entry in the range concurrently only where the
+    /// range stays mapped as it is (`madvise(DONTNEED)`: the entry is then a
+    /// fault that came after). Where the mapping goes away or changes, its
+    /// VMAs are write-locked or detached first: per-vma faults respect that
+    /// through their read lock, speculative faults by checking the VMA's lock
+    /// word under the PTE lock (`fault.rs`), and the write lock excludes
+    /// locked faults.
     pub(crate) fn zap(&self, start: u64, end: u64) {
         let mut frames: Vec<FrameId> = Vec::new();
         self.space.pt.for_each_table(start, end, |base, table| {

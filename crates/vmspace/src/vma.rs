@@ -254,6 +254,20 @@ impl Vma {
         true
     }
 
+    /// For a speculative fault (`fault.rs`): the VMA's lock word, if the VMA
+    /// is attached and no writer holds it now. A writer that marks it later
+    /// changes the word (writer sequences only grow), which the fault checks
+    /// under the PTE lock before installing anything.
+    pub(crate) fn speculation_start(&self, mm_seq: &AtomicU64) -> Option<u64> {
+        let seq = self.lock_seq.load(Ordering::SeqCst);
+        (seq != DETACHED && seq != mm_seq.load(Ordering::SeqCst)).then_some(seq)
+    }
+
+    /// The word a speculative fault validates (see `speculation_start`).
+    pub(crate) fn lock_word(&self) -> &AtomicU64 {
+        &self.lock_seq
+    }
+
     /// Releases a read lock taken by `try_read_lock`.
     pub(crate) fn read_unlock(&self) {
         // Release: the fault's page-table writes happen before a writer that
@@ -268,7 +282,10 @@ impl Vma {
     /// The address-space lock is held for writing, with sequence `mm_seq`.
     pub(crate) fn write_lock(&self, mm_seq: u64) {
         if self.lock_seq.load(Ordering::Relaxed) != DETACHED {
-            self.lock_seq.store(mm_seq, Ordering::SeqCst);
+            // A read-modify-write, SeqCst: ordered before this writer's
+            // page-table scans, against a speculative fault's table creation
+            // and its check of this word (`fault.rs`).
+            self.lock_seq.swap(mm_seq, Ordering::SeqCst);
         }
         self.wait_for_readers();
     }
@@ -278,7 +295,7 @@ impl Vma {
     /// # Preconditions
     /// The address-space lock is held for writing and the VMA is out of the tree.
     pub(crate) fn detach(&self) {
-        self.lock_seq.store(DETACHED, Ordering::SeqCst);
+        self.lock_seq.swap(DETACHED, Ordering::SeqCst);
         self.wait_for_readers();
     }
 

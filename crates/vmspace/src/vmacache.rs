@@ -14,13 +14,12 @@
 //! sequence count under the PTE lock.
 //!
 //! * A lookup never returns a detached entry.
-//! * Speculative faults ([`Check::Seq`]) bypass the cache while a writer runs
-//!   (the address-space generation `gen` is odd: `space.rs`, `write_lock` and
-//!   `Writer::drop`); per-vma faults ([`Check::Lock`]) use it then too: their
-//!   lock refuses what the writer touches, and their cached VMAs usually stay
-//!   valid through a writer that changes other VMAs (a churning thread beside
-//!   a faulting one).
-//! * When a cache sees a new generation, it drops its detached entries, so it
+//! * Faults use the cache while a writer runs too: what follows a hit refuses
+//!   what the writer touches, and cached VMAs usually stay valid through a
+//!   writer that changes other VMAs (a churning thread beside a faulting one).
+//! * The address space has a generation `gen`, advanced by every writer
+//!   (`space.rs`, `write_lock` and `Writer::drop`). When a cache sees a new
+//!   generation, it drops its detached entries, so it
 //!   keeps no replaced VMA (nor the file or object it holds) alive past the
 //!   next fault after the writer that replaced it.
 //!
@@ -52,15 +51,6 @@ use crate::sync::{AtomicU64, Ordering};
 use crate::vma::Vma;
 use std::sync::Arc;
 
-/// How the fault that uses a cached VMA checks it (see the module docs).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Check {
-    /// Read-locks it (per-vma).
-    Lock,
-    /// Validates a sequence count (speculative).
-    Seq,
-}
-
 /// Entries per `Cpu`.
 pub(crate) const ENTRIES: usize = 4;
 
@@ -85,10 +75,10 @@ impl VmaCache {
         }
     }
 
-    /// Whether the cache may be used now for a fault that checks what it
-    /// finds by `check`; drops the detached entries on a new generation.
-    fn usable(&mut self, gen: u64, check: Check) -> bool {
-        if !self.enabled || (check == Check::Seq && gen & 1 == 1) {
+    /// Whether the cache is on; drops the detached entries on a new
+    /// generation `gen`.
+    fn usable(&mut self, gen: u64) -> bool {
+        if !self.enabled {
             return false;
         }
         if self.gen != gen {
@@ -102,10 +92,10 @@ impl VmaCache {
         true
     }
 
-    /// The index of the cached, attached VMA containing `addr`, for a fault
-    /// that checks it by `check`; `gen` is the current generation.
-    pub(crate) fn lookup(&mut self, gen: u64, addr: u64, check: Check) -> Option<usize> {
-        if !self.usable(gen, check) {
+    /// The index of the cached, attached VMA containing `addr`; `gen` is the
+    /// current generation.
+    pub(crate) fn lookup(&mut self, gen: u64, addr: u64) -> Option<usize> {
+        if !self.usable(gen) {
             return None;
         }
         self.entries.iter().position(|e| {
@@ -116,8 +106,8 @@ impl VmaCache {
 
     /// Caches `vma`, found in the tree under generation `gen`; returns its
     /// index, or `None` if the cache is not in use now.
-    pub(crate) fn insert(&mut self, gen: u64, vma: &Arc<Vma>, check: Check) -> Option<usize> {
-        if !self.usable(gen, check) {
+    pub(crate) fn insert(&mut self, gen: u64, vma: &Arc<Vma>) -> Option<usize> {
+        if !self.usable(gen) {
             return None;
         }
         let i = self.next;
@@ -185,34 +175,32 @@ mod tests {
     fn entries_survive_writers_that_leave_them_attached() {
         let mut c = VmaCache::new(true);
         let (a, b) = (vma(0x1000, 0x3000), vma(0x8000, 0x9000));
-        assert_eq!(c.insert(2, &a, Check::Lock), Some(0));
-        assert_eq!(c.insert(2, &b, Check::Lock), Some(1));
+        assert_eq!(c.insert(2, &a), Some(0));
+        assert_eq!(c.insert(2, &b), Some(1));
         // A writer ran (generation 2 -> 4) and replaced `b` only.
         b.detach();
-        assert_eq!(c.lookup(4, 0x2000, Check::Seq), Some(0));
-        assert_eq!(c.lookup(4, 0x8000, Check::Seq), None);
+        assert_eq!(c.lookup(4, 0x2000), Some(0));
+        assert_eq!(c.lookup(4, 0x8000), None);
         assert!(c.entries[1].is_none(), "a detached entry is dropped");
+        // While a writer runs (odd), hits are still served.
+        assert_eq!(c.lookup(5, 0x1000), Some(0));
     }
 
     #[test]
     fn a_detached_entry_is_never_returned() {
         let mut c = VmaCache::new(true);
         let a = vma(0x1000, 0x3000);
-        c.insert(6, &a, Check::Lock);
+        c.insert(6, &a);
         // Same generation (as after a wrap), but the VMA was replaced.
         a.detach();
-        assert_eq!(c.lookup(6, 0x1000, Check::Lock), None);
-        assert_eq!(c.lookup(6, 0x1000, Check::Seq), None);
+        assert_eq!(c.lookup(6, 0x1000), None);
     }
 
     #[test]
-    fn speculative_faults_bypass_the_cache_while_a_writer_runs() {
-        let mut c = VmaCache::new(true);
+    fn a_cache_that_is_off_is_never_used() {
+        let mut c = VmaCache::new(false);
         let a = vma(0x1000, 0x3000);
-        c.insert(2, &a, Check::Lock);
-        assert_eq!(c.lookup(3, 0x1000, Check::Seq), None);
-        assert_eq!(c.insert(3, &a, Check::Seq), None);
-        // Per-vma faults lock what they find: the cache serves them.
-        assert_eq!(c.lookup(3, 0x1000, Check::Lock), Some(0));
+        assert_eq!(c.insert(2, &a), None);
+        assert_eq!(c.lookup(2, 0x1000), None);
     }
 }

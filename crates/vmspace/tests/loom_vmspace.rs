@@ -9,7 +9,7 @@
 //!
 //! * `per_vma_fault_vs_mprotect`, `per_vma_fault_vs_munmap`: the per-VMA read
 //!   try-lock racing a writer that write-marks the VMA;
-//! * `speculative_fault_vs_munmap_and_mprotect`: sequence validation racing
+//! * `speculative_fault_vs_munmap_and_mprotect`: validation of the VMA's lock word racing
 //!   both kinds of page-table change;
 //! * `vma_freed_only_after_readers_unpin` (both lockless strategies): a VMA
 //!   detached and retired while a fault uses it under its epoch guard.

@@ -12,7 +12,7 @@
 //!      │  └─ frame free list
 //!      └─ PTE lock (one per last-level table; mremap holds two, the lower
 //!         │        address first)
-//!         └─ frame free list (FrameAllocator::free)
+//!         └─ frame free lists (FrameAllocator: the steal lock, then one list)
 //! Cpu registry lock (shootdown): a leaf, taken under the address-space lock
 //! ```
 //!
@@ -22,13 +22,14 @@
 //!   of the address-space write lock (its write token lives inside the lock);
 //! * page-table directories: set once by compare-exchange, freed with the page
 //!   table; PTEs: written under their PTE lock, read by `Cpu`s and faults;
-//! * `mm_seq` (per-VMA lock sequence) and `spec_seq` (speculative sequence):
-//!   written by the holder of the address-space write lock;
+//! * `mm_seq` (per-VMA lock sequence) and each VMA's lock word: written by
+//!   the holder of the address-space write lock, read by faults (per-vma to
+//!   lock, speculative to validate);
 //! * a `Cpu`'s access-section counter: written by its thread, read by
 //!   shootdowns (with `fetch_add(0)`, see `cpu.rs`);
-//! * the VMA-cache generation (`vmacache.rs`): odd while the holder of the
-//!   address-space write lock runs, read by faults; each `Cpu`'s cache is
-//!   touched by its own thread only.
+//! * the VMA-cache generation (`vmacache.rs`): advanced by the holder of the
+//!   address-space write lock, read by faults; each `Cpu`'s cache is touched
+//!   by its own thread only.
 //!
 //! Documented exceptions: none yet (fork will write-lock every VMA of the
 //! parent while copying).
