@@ -1,3 +1,8 @@
+//! A fixed loop of store + erase pairs (as in the `ratio` bench's write rows)
+//! for profilers: `cargo build --release -p vmspace-tree --example wprof`, then
+//! `valgrind --tool=cachegrind target/release/examples/wprof 1000 200000`
+//! (ranges, pairs); a third argument runs `BTreeMap` insert + remove instead.
+//! The instruction counts in `BENCH.md` come from this.
 use std::time::Instant;
 use vmspace_tree::RangeTree;
 fn main() {
