@@ -16,11 +16,51 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     b.check(f);
 }
 
-fn snapshot(tree: &RangeTree<u32>) -> Vec<(u64, u64, u32)> {
+fn snapshot(tree: &RangeTree<u32>) -> Vec<Range> {
     let g = pin();
     tree.iter(0, u64::MAX, &g)
         .map(|e| (e.start, e.end, *e.value))
         .collect()
+}
+
+type Range = (u64, u64, u32);
+
+/// What a reader (a lookup of `probe`, then a whole iteration) racing one
+/// `store` of `new` saw, with the tree before and after the store.
+struct Race {
+    before: Vec<Range>,
+    after: Vec<Range>,
+    hit: Option<Range>,
+    seen: Vec<Range>,
+}
+
+fn race_reader_with_store(
+    tree: RangeTree<u32>,
+    mut w: vmspace_tree::WriteToken,
+    probe: u64,
+    new: Range,
+) -> (Arc<RangeTree<u32>>, Race) {
+    let before = snapshot(&tree);
+    let tree = Arc::new(tree);
+    let reader = {
+        let tree = tree.clone();
+        thread::spawn(move || {
+            let g = pin();
+            let hit = tree.find(probe, &g).map(|e| (e.start, e.end, *e.value));
+            drop(g);
+            (hit, snapshot(&tree))
+        })
+    };
+    tree.store(&mut w, new.0, new.1, new.2).unwrap();
+    let after = snapshot(&tree);
+    let (hit, seen) = reader.join().unwrap();
+    let race = Race {
+        before,
+        after,
+        hit,
+        seen,
+    };
+    (tree, race)
 }
 
 /// Property: a reader racing one store sees the whole tree before it or the
@@ -31,25 +71,17 @@ fn reader_sees_before_or_after_a_store() {
         let (tree, mut w) = RangeTree::<u32>::new();
         tree.store(&mut w, 0, 10, 1).unwrap();
         tree.store(&mut w, 20, 30, 2).unwrap();
-        let before = snapshot(&tree);
-        let tree = Arc::new(tree);
-        let reader = {
-            let tree = tree.clone();
-            thread::spawn(move || {
-                let g = pin();
-                let hit = tree.find(7, &g).map(|e| (e.start, e.end, *e.value));
-                drop(g);
-                (hit, snapshot(&tree))
-            })
-        };
-        tree.store(&mut w, 5, 25, 3).unwrap();
-        let after = snapshot(&tree);
-        let (hit, seen) = reader.join().unwrap();
+        let (_, r) = race_reader_with_store(tree, w, 7, (5, 25, 3));
+        let hit = r.hit;
         assert!(
             hit == Some((0, 10, 1)) || hit == Some((5, 25, 3)),
             "{hit:?}"
         );
-        assert!(seen == before || seen == after, "mixed view {seen:?}");
+        assert!(
+            r.seen == r.before || r.seen == r.after,
+            "mixed view {:?}",
+            r.seen
+        );
     });
 }
 
@@ -120,29 +152,17 @@ fn reader_sees_before_or_after_a_path_copy() {
 fn reader_sees_before_or_after_an_in_place_publication() {
     model(|| {
         // Leaves of 16, 16 and 8 ranges under the root.
-        let (tree, mut w) =
+        let (tree, w) =
             RangeTree::from_sorted((0..40u64).map(|i| (i * 10, i * 10 + 5, i as u32))).unwrap();
-        let before = snapshot(&tree);
-        let tree = Arc::new(tree);
-        let reader = {
-            let tree = tree.clone();
-            thread::spawn(move || {
-                let g = pin();
-                let hit = tree.find(352, &g).map(|e| (e.start, e.end, *e.value));
-                drop(g);
-                (hit, snapshot(&tree))
-            })
-        };
         // Inside the last leaf, away from its ends: its first start, last end
         // and largest gap stay the same.
-        tree.store(&mut w, 351, 353, 99).unwrap();
-        let after = snapshot(&tree);
-        let (hit, seen) = reader.join().unwrap();
+        let (tree, r) = race_reader_with_store(tree, w, 352, (351, 353, 99));
+        let hit = r.hit;
         assert!(
             hit == Some((350, 355, 35)) || hit == Some((351, 353, 99)),
             "{hit:?}"
         );
-        assert!(seen == before || seen == after, "mixed view");
+        assert!(r.seen == r.before || r.seen == r.after, "mixed view");
         tree.check_invariants().unwrap();
     });
 }
