@@ -281,40 +281,18 @@ impl FrameAllocator {
     }
 
     /// Writes word `i` of `f`, a frame just allocated by the caller, with
-    /// `word(i)`, through non-temporal stores where the machine has them
-    /// (x86-64): a fresh frame is written whole and then touched once or
-    /// twice, so filling the cache with it (and first reading every line of it
-    /// from memory, as ordinary stores do) only costs memory bandwidth. With
-    /// two threads zeroing 4 KiB pages of 64 MiB buffers on this project's
-    /// 2-core VM, ordinary stores scaled 1.6x from one thread and
-    /// non-temporal ones 2.0x, at the same one-thread speed (`README.md`,
-    /// "page_fault1"). Elsewhere, and under loom, relaxed atomic stores.
+    /// `word(i)` (relaxed atomic stores, as every access to frame memory).
+    ///
+    /// Non-temporal stores were tried here (93b9aa9..a1d0591): with two
+    /// threads zeroing cold 4 KiB pages of 64 MiB buffers they scale 2.0x
+    /// against 1.6x for ordinary stores, but they also leave the page out of
+    /// the cache, so the fault's own access then misses: page_fault1 on
+    /// 8 MiB regions (which stay in the cache between rounds) fell from about
+    /// 2.4-3 M to 1.4-1.6 M faults/s (`mixed_churn`'s idle baseline, and the
+    /// churn probe alone), while page_fault1 on 128 MiB regions gained at
+    /// most 10 % at two threads. Linux clears pages through the cache too.
     fn write_fresh(&self, f: FrameId, word: impl Fn(usize) -> u64) {
-        let words = self.words(f);
-        #[cfg(all(target_arch = "x86_64", not(loom)))]
-        {
-            use std::arch::x86_64::{_mm_sfence, _mm_stream_si64};
-            // SAFETY: `words` is the frame's 4 KiB inside the arena, 8-byte
-            // aligned. The frame was just taken from a free list with
-            // reference count 1 and is the caller's alone: no page-table
-            // entry or page cache holds it, and no `Cpu` can still reach it
-            // through a stale translation (frames are freed only after the
-            // shootdown that removed their last one: `cpu.rs`), so nothing
-            // accesses it concurrently. Accesses from its previous life happen
-            // before (reference count AcqRel, free-list mutex); the fence
-            // below orders these weakly-ordered stores before whatever
-            // publishes the frame next (a release store of its PTE). So the
-            // user-memory rule (every *concurrent* access is atomic) holds.
-            unsafe {
-                let p = words.as_ptr() as *mut i64;
-                for i in 0..WORDS {
-                    _mm_stream_si64(p.add(i), word(i) as i64);
-                }
-                _mm_sfence();
-            }
-        }
-        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
-        for (i, w) in words.iter().enumerate() {
+        for (i, w) in self.words(f).iter().enumerate() {
             w.store(word(i), Ordering::Relaxed);
         }
     }

@@ -6,7 +6,9 @@
 //! * `lock` (the address-space lock, Linux's `mmap_lock`): a reader-writer
 //!   lock. Writers (every call in this file) hold it for writing; the
 //!   mmap-lock fault path and fallbacks hold it for reading. The tree's write
-//!   token lives inside it, so only its holder can change the tree.
+//!   token lives inside it, so only its holder can change the tree. Writers
+//!   first wait for their turn in `writers`, a ticket queue, so that a thread
+//!   changing mappings in a loop cannot keep another writer out.
 //! * `mm_seq`: the per-VMA lock sequence (`vma.rs`), advanced when the write
 //!   lock is released, which unlocks every VMA the writer marked.
 //! * Changes to the tree are ordered so that a lockless reader always finds,
@@ -28,7 +30,7 @@ use crate::error::Errno;
 use crate::frame::{FrameAllocator, FrameId, PAGE_SIZE};
 use crate::object::{File, ZeroStore};
 use crate::pagetable::{PageTable, Pte, ADDR_LIMIT, ENTRIES, TABLE_SPAN};
-use crate::sync::{AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use crate::sync::{AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard, WriterQueue};
 use crate::vma::{Backing, Prot, Vma};
 use std::sync::Arc;
 use vmspace_tree::{RangeTree, WriteToken};
@@ -166,6 +168,8 @@ pub struct AddressSpace {
     frames: Arc<FrameAllocator>,
     /// The VMAs. Read without locks; written under `lock` (write).
     tree: RangeTree<Arc<Vma>>,
+    /// Writers in arrival order, in front of `lock` (`sync::WriterQueue`).
+    writers: WriterQueue,
     /// The address-space lock (see the module documentation).
     lock: RwLock<WriterState>,
     /// Per-VMA lock sequence (see `vma.rs`).
@@ -192,6 +196,7 @@ impl Drop for Writer<'_> {
         if let Some(state) = self.state.take() {
             crate::sync::unlock_fair(state);
         }
+        self.space.writers.leave();
     }
 }
 
@@ -212,6 +217,7 @@ impl AddressSpace {
             config,
             frames,
             tree,
+            writers: WriterQueue::new(),
             lock: RwLock::new(WriterState { token }),
             mm_seq: AtomicU64::new(1),
             pt: PageTable::new(),
@@ -260,6 +266,7 @@ impl AddressSpace {
     }
 
     fn write_lock(&self) -> Writer<'_> {
+        self.writers.enter();
         let state = self.lock.write();
         self.cpus.vma_gen.begin_write();
         let seq = self.mm_seq.load(Ordering::Relaxed);
