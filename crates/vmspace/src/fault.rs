@@ -184,9 +184,9 @@ impl AddressSpace {
     ) -> Option<Result<(), Fault>> {
         let mut waits = 0;
         loop {
-            let g = vmspace_tree::pin();
+            let mut g = None;
             let mut c = cache.borrow_mut();
-            let vma = self.find_vma(&mut c, addr, &g)?;
+            let vma = self.find_vma(&mut c, addr, &mut g)?;
             if !vma.try_read_lock(self.mm_seq()) {
                 // The VMA is being changed (often a merge or split next to
                 // it, a short write section) or was replaced. Waiting a few
@@ -249,9 +249,9 @@ impl AddressSpace {
         access: Access,
     ) -> Option<Result<(), Fault>> {
         for _ in 0..3 {
-            let g = vmspace_tree::pin();
+            let mut g = None;
             let mut c = cache.borrow_mut();
-            let vma = self.find_vma(&mut c, addr, &g)?;
+            let vma = self.find_vma(&mut c, addr, &mut g)?;
             let Some(seen) = vma.speculation_start(self.mm_seq()) else {
                 // A writer is changing this VMA (or replaced it): the per-VMA
                 // path waits for it a little, then takes the lock.
@@ -281,17 +281,21 @@ impl AddressSpace {
     }
 
     /// The VMA containing `addr`, from the `Cpu`'s VMA cache or the tree
-    /// (then cached). Valid while `g` (tree) or `cache` (cached `Arc`) lives.
+    /// (then cached). A cached VMA is kept alive by the cache's `Arc`, so a
+    /// hit needs no epoch guard (a pin costs a full fence: a tenth of a
+    /// page-cache-hit fault); a tree lookup pins `g`, and what it returns is
+    /// valid while `g` (not cached) or `cache` (cached) lives.
     fn find_vma<'a>(
         &'a self,
         cache: &'a mut RefMut<'_, VmaCache>,
         addr: u64,
-        g: &'a vmspace_tree::Guard,
+        g: &'a mut Option<vmspace_tree::Guard>,
     ) -> Option<&'a Arc<Vma>> {
         let gen = self.cpus().vma_gen.load();
         if let Some(i) = cache.lookup(gen, addr) {
             return Some(cache.get(i));
         }
+        let g = g.insert(vmspace_tree::pin());
         let found = self.tree().find(addr, g)?.value;
         match cache.insert(gen, found) {
             Some(i) => Some(cache.get(i)),
