@@ -41,10 +41,11 @@
 //!   runs each, the churner apart from the faulter): speculative retries
 //!   under churn 9.5-30 k per run -> 0; `kept` 0.66-0.82 -> 0.65-0.86, no
 //!   change beyond this VM's noise (the retries were 1-2 % of the faults).
-//!   It also leaves writers one shared word fewer to dirty. `madvise(DONTNEED)` marks no
-//!   VMA; a fault racing it installs only if the PTE is still what it saw
-//!   (`try_install`), as on the per-vma path, and an entry installed after the
-//!   zap is a fault that came after the advice.
+//!   It also leaves writers one shared word fewer to dirty.
+//!
+//!   `madvise(DONTNEED)` marks no VMA; a fault racing it installs only if the
+//!   PTE is still what it saw (`try_install`), as on the per-vma path, and an
+//!   entry installed after the zap is a fault that came after the advice.
 //!
 //! A fault that must wait for I/O (a page of a slow backing store) drops every
 //! lock it holds, reads the page with nothing held, and starts over (Linux's

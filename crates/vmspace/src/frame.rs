@@ -65,7 +65,7 @@ pub const POISON: u64 = 0xDEAD_BEEF_DEAD_BEEF;
 #[cfg(not(loom))]
 const SHARDS: usize = 16;
 #[cfg(loom)]
-const SHARDS: usize = 16;
+const SHARDS: usize = 1;
 /// Most frames a thread takes from another list at once.
 const STEAL_MAX: usize = 256;
 
@@ -265,36 +265,27 @@ impl FrameAllocator {
         None
     }
 
-    /// A frame filled with zeros.
-    pub fn alloc_zeroed(&self) -> Option<FrameId> {
-        let f = self.alloc()?;
-        self.write_fresh(f, |_| 0);
-        Some(f)
-    }
-
-    /// A frame holding a copy of `src`.
-    pub fn alloc_copy(&self, src: FrameId) -> Option<FrameId> {
-        let f = self.alloc()?;
-        let from = self.words(src);
-        self.write_fresh(f, |i| from[i].load(Ordering::Relaxed));
-        Some(f)
-    }
-
-    /// Writes word `i` of `f`, a frame just allocated by the caller, with
-    /// `word(i)` (relaxed atomic stores, as every access to frame memory).
+    /// A frame filled with zeros, through the cache like every access.
     ///
     /// Non-temporal stores were tried here (93b9aa9..a1d0591): with two
     /// threads zeroing cold 4 KiB pages of 64 MiB buffers they scale 2.0x
     /// against 1.6x for ordinary stores, but they also leave the page out of
     /// the cache, so the fault's own access then misses: page_fault1 on
     /// 8 MiB regions (which stay in the cache between rounds) fell from about
-    /// 2.4-3 M to 1.4-1.6 M faults/s (`mixed_churn`'s idle baseline, and the
-    /// churn probe alone), while page_fault1 on 128 MiB regions gained at
-    /// most 10 % at two threads. Linux clears pages through the cache too.
-    fn write_fresh(&self, f: FrameId, word: impl Fn(usize) -> u64) {
-        for (i, w) in self.words(f).iter().enumerate() {
-            w.store(word(i), Ordering::Relaxed);
-        }
+    /// 2.4-3 M to 1.4-1.6 M faults/s, while page_fault1 on 128 MiB regions
+    /// gained at most 10 % at two threads. Linux clears pages through the
+    /// cache too.
+    pub fn alloc_zeroed(&self) -> Option<FrameId> {
+        let f = self.alloc()?;
+        self.fill(f, 0);
+        Some(f)
+    }
+
+    /// A frame holding a copy of `src`.
+    pub fn alloc_copy(&self, src: FrameId) -> Option<FrameId> {
+        let f = self.alloc()?;
+        self.copy(src, f);
+        Some(f)
     }
 
     /// Takes one more reference to a frame the caller already holds a
@@ -356,6 +347,12 @@ impl FrameAllocator {
     fn fill(&self, f: FrameId, value: u64) {
         for w in self.words(f) {
             w.store(value, Ordering::Relaxed);
+        }
+    }
+
+    fn copy(&self, src: FrameId, dst: FrameId) {
+        for (d, s) in self.words(dst).iter().zip(self.words(src)) {
+            d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
         }
     }
 

@@ -32,6 +32,17 @@ pub enum MapKind {
     Sleepy,
 }
 
+impl MapKind {
+    /// The address hint a mapping of this kind is asked for at (0: none).
+    pub fn hint(self) -> u64 {
+        if self == MapKind::Churn {
+            CHURN_HINT
+        } else {
+            0
+        }
+    }
+}
+
 /// Where the churning thread asks for its mappings (16 TiB: free in a fresh
 /// Linux process, whose heap is near 0x5555_5555_0000 and mappings near
 /// 0x7fxx_xxxx_xxxx, and in vmspace's address space).
@@ -156,13 +167,8 @@ impl Env for VmEnv {
             shared,
             ..MapFlags::default()
         };
-        let hint = if kind == MapKind::Churn {
-            CHURN_HINT
-        } else {
-            0
-        };
         self.space
-            .mmap(hint, len, Prot::READ_WRITE, flags, src)
+            .mmap(kind.hint(), len, Prot::READ_WRITE, flags, src)
             .expect("vmspace mmap in a benchmark")
     }
 
@@ -258,17 +264,12 @@ mod host {
                 MapKind::FileShared(i) => (libc::MAP_SHARED, self.files[i].as_raw_fd()),
                 MapKind::Sleepy => panic!("the host has no sleepy file"),
             };
-            let hint = if kind == MapKind::Churn {
-                super::CHURN_HINT
-            } else {
-                0
-            };
             // SAFETY: a new mapping at an address the kernel picks (a hint is
             // not fixed: nothing mapped there is replaced): no memory of this
             // process changes.
             let p = unsafe {
                 libc::mmap(
-                    hint as *mut libc::c_void,
+                    kind.hint() as *mut libc::c_void,
                     len as usize,
                     libc::PROT_READ | libc::PROT_WRITE,
                     flags,
