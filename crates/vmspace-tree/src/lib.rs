@@ -146,8 +146,9 @@ pub struct RangeTree<T> {
     /// Identity matched against the write token; immutable.
     id: usize,
     /// Tagged [`NodePtr`] of the current version. Written only by the token
-    /// holder (Release), read by everyone (Acquire).
-    root: AtomicUsize,
+    /// holder (Release), read by everyone (Acquire). On a cache line of its
+    /// own: the counters below change with every write, the root seldom.
+    root: crossbeam_utils::CachePadded<AtomicUsize>,
     /// Number of ranges; written by the token holder, read Relaxed.
     len: AtomicUsize,
     /// Number of leaves and internal nodes; written by the token holder.
@@ -167,7 +168,7 @@ impl<T: Send + Sync> RangeTree<T> {
     pub fn new() -> (Self, WriteToken) {
         let tree = RangeTree {
             id: next_tree_id(),
-            root: AtomicUsize::new(0),
+            root: crossbeam_utils::CachePadded::new(AtomicUsize::new(0)),
             len: AtomicUsize::new(0),
             leaves: AtomicUsize::new(0),
             internals: AtomicUsize::new(0),

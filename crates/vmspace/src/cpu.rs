@@ -38,7 +38,8 @@ use crate::frame::{FrameId, PAGE_SIZE};
 use crate::pagetable::Pte;
 use crate::space::AddressSpace;
 use crate::sync::{fence, spin_wait, AtomicU64, Mutex, Ordering};
-use crate::vmacache::{Generation, VmaCache};
+use crate::vma::SeqHint;
+use crate::vmacache::VmaCache;
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -54,8 +55,6 @@ pub(crate) struct CpuRegistry {
     cpus: Mutex<Vec<Arc<CpuState>>>,
     /// Counters of `Cpu`s that were dropped.
     pub(crate) retired: crate::stats::FaultCounters,
-    /// The generation that validates the `Cpu`s' VMA caches (`vmacache.rs`).
-    pub(crate) vma_gen: Generation,
 }
 
 impl Default for CpuRegistry {
@@ -63,7 +62,6 @@ impl Default for CpuRegistry {
         CpuRegistry {
             cpus: Mutex::new(Vec::new()),
             retired: Default::default(),
-            vma_gen: Generation::new(),
         }
     }
 }
@@ -123,6 +121,8 @@ pub struct Cpu {
     state: Arc<CpuState>,
     /// Recently found VMAs (`vmacache.rs`); used by this thread only.
     cache: RefCell<VmaCache>,
+    /// The last address-space lock sequence this `Cpu` read (`vma.rs`).
+    hint: SeqHint,
 }
 
 impl Cpu {
@@ -132,6 +132,7 @@ impl Cpu {
             space,
             state,
             cache: RefCell::new(VmaCache::new(VMA_CACHE_DEFAULT)),
+            hint: SeqHint::default(),
         }
     }
 
@@ -171,7 +172,7 @@ impl Cpu {
             }
             self.exit();
             self.space
-                .handle_fault(&self.state.stats, &self.cache, addr, access)?;
+                .handle_fault(&self.state.stats, &self.cache, &self.hint, addr, access)?;
         }
     }
 

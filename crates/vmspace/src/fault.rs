@@ -58,7 +58,7 @@ use crate::pagetable::{Pte, PteTable};
 use crate::space::{AddressSpace, Strategy};
 use crate::stats::{Counter, FaultCounters};
 use crate::sync::{AtomicU64, Ordering};
-use crate::vma::{Backing, Vma};
+use crate::vma::{Backing, SeqHint, Vma};
 use crate::vmacache::VmaCache;
 use std::cell::{RefCell, RefMut};
 use std::sync::Arc;
@@ -126,15 +126,16 @@ impl AddressSpace {
         &self,
         stats: &FaultCounters,
         cache: &RefCell<VmaCache>,
+        hint: &SeqHint,
         addr: u64,
         access: Access,
     ) -> Result<(), Fault> {
         let lockless = match self.strategy() {
             Strategy::MmapLock => None,
-            Strategy::PerVma => self.fault_per_vma(stats, cache, addr, access),
+            Strategy::PerVma => self.fault_per_vma(stats, cache, hint, addr, access),
             Strategy::Speculative => self
-                .fault_speculative(stats, cache, addr, access)
-                .or_else(|| self.fault_per_vma(stats, cache, addr, access)),
+                .fault_speculative(stats, cache, hint, addr, access)
+                .or_else(|| self.fault_per_vma(stats, cache, hint, addr, access)),
         };
         if let Some(result) = lockless {
             return result;
@@ -180,6 +181,7 @@ impl AddressSpace {
         &self,
         stats: &FaultCounters,
         cache: &RefCell<VmaCache>,
+        hint: &SeqHint,
         addr: u64,
         access: Access,
     ) -> Option<Result<(), Fault>> {
@@ -188,7 +190,7 @@ impl AddressSpace {
             let mut g = None;
             let mut c = cache.borrow_mut();
             let vma = self.find_vma(&mut c, addr, &mut g)?;
-            if !vma.try_read_lock(self.mm_seq()) {
+            if !vma.try_read_lock(self.mm_seq(), hint) {
                 // The VMA is being changed (often a merge or split next to
                 // it, a short write section) or was replaced. Waiting a few
                 // microseconds for the section to end and looking again is
@@ -246,6 +248,7 @@ impl AddressSpace {
         &self,
         stats: &FaultCounters,
         cache: &RefCell<VmaCache>,
+        hint: &SeqHint,
         addr: u64,
         access: Access,
     ) -> Option<Result<(), Fault>> {
@@ -253,7 +256,7 @@ impl AddressSpace {
             let mut g = None;
             let mut c = cache.borrow_mut();
             let vma = self.find_vma(&mut c, addr, &mut g)?;
-            let Some(seen) = vma.speculation_start(self.mm_seq()) else {
+            let Some(seen) = vma.speculation_start(self.mm_seq(), hint) else {
                 // A writer is changing this VMA (or replaced it): the per-VMA
                 // path waits for it a little, then takes the lock.
                 return None;
@@ -292,13 +295,12 @@ impl AddressSpace {
         addr: u64,
         g: &'a mut Option<vmspace_tree::Guard>,
     ) -> Option<&'a Arc<Vma>> {
-        let gen = self.cpus().vma_gen.load();
-        if let Some(i) = cache.lookup(gen, addr) {
+        if let Some(i) = cache.lookup(addr) {
             return Some(cache.get(i));
         }
         let g = g.insert(vmspace_tree::pin());
         let found = self.tree().find(addr, g)?.value;
-        match cache.insert(gen, found) {
+        match cache.insert(found) {
             Some(i) => Some(cache.get(i)),
             None => Some(found),
         }

@@ -24,18 +24,18 @@ pub struct PteInfo {
 }
 
 impl AddressSpace {
-    /// Test hook: sets the generation that validates the `Cpu`s' VMA caches
-    /// (rounded down to even), to force it across a wrap. Call with no
-    /// writer running.
+    /// Test hook: moves the address-space lock sequence (`mm_seq`, which
+    /// only grows) forward to `seq`, to take it across a boundary such as
+    /// 2^32. Call with no writer running; a smaller `seq` is ignored.
     #[doc(hidden)]
-    pub fn debug_set_vma_generation(&self, gen: u64) {
-        self.cpus().vma_gen.set(gen);
+    pub fn debug_advance_lock_sequence(&self, seq: u64) {
+        self.mm_seq().fetch_max(seq, crate::sync::Ordering::SeqCst);
     }
 
-    /// The generation that validates the VMA caches.
+    /// The address-space lock sequence.
     #[doc(hidden)]
-    pub fn debug_vma_generation(&self) -> u64 {
-        self.cpus().vma_gen.load()
+    pub fn debug_lock_sequence(&self) -> u64 {
+        self.mm_seq().load(crate::sync::Ordering::SeqCst)
     }
 
     /// The present page-table entries of `[start, end)`, in address order.

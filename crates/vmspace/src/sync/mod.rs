@@ -25,12 +25,12 @@
 //!   table; PTEs: written under their PTE lock, read by `Cpu`s and faults;
 //! * `mm_seq` (per-VMA lock sequence) and each VMA's lock word: written by
 //!   the holder of the address-space write lock, read by faults (per-vma to
-//!   lock, speculative to validate);
+//!   lock, speculative to validate; `mm_seq` only when the VMA's word is not
+//!   below the `Cpu`'s hint);
 //! * a `Cpu`'s access-section counter: written by its thread, read by
 //!   shootdowns (with `fetch_add(0)`, see `cpu.rs`);
-//! * the VMA-cache generation (`vmacache.rs`): advanced by the holder of the
-//!   address-space write lock, read by faults; each `Cpu`'s cache is touched
-//!   by its own thread only.
+//! * each `Cpu`'s VMA cache (`vmacache.rs`) and lock-sequence hint (`vma.rs`):
+//!   touched by its own thread only.
 //!
 //! Documented exceptions: none yet (fork will write-lock every VMA of the
 //! parent while copying).
