@@ -173,10 +173,9 @@ pub struct AddressSpace {
     // sit on cache lines of their own, away from what every fault reads
     // (`config`, `frames`, the tree's root, the page table's root). Packed
     // together, a thread changing mappings in a loop (empty `munmap` calls,
-    // or map + mprotect + unmap) cost a faulting
-    // thread 16-32 % of its rate (`examples/churn_probe.rs`, `CHURN=empty`,
-    // three runs each, against 0-5 % padded), and the churner ran at half
-    // speed.
+    // or map + mprotect + unmap) cost a faulting thread 16-32 % of its rate
+    // (`examples/churn_probe.rs`, three runs each, against 0-5 % padded), and
+    // the churner ran at half speed.
     /// Writers in arrival order, in front of `lock` (`sync::WriterQueue`).
     writers: CachePadded<WriterQueue>,
     /// The address-space lock (see the module documentation).
