@@ -125,8 +125,9 @@ pub struct Args {
     /// Measured seconds per run (mixed workloads: per window).
     #[arg(long)]
     seconds: Option<f64>,
-    /// Strategies, comma-separated: mmap-lock, per-vma, speculative, host
-    /// (default: all). Does not apply to lookup.
+    /// Strategies, comma-separated: mmap-lock, per-vma, speculative, host,
+    /// and memset, the control of page_fault1: its page writes with no
+    /// fault (default: all). Does not apply to lookup.
     #[arg(long, value_delimiter = ',')]
     strategy: Vec<String>,
     /// Write the results as JSON to this file.
@@ -169,6 +170,9 @@ pub struct HostArgs {
 enum Target {
     Vm(Strategy),
     Host,
+    /// The control of `page_fault1`: its page writes with no fault
+    /// (`env::MemsetEnv`).
+    Memset,
 }
 
 impl Target {
@@ -176,7 +180,13 @@ impl Target {
         match self {
             Target::Vm(s) => s.name(),
             Target::Host => "host",
+            Target::Memset => "memset",
         }
+    }
+
+    /// Whether the target has a row for `workload`.
+    fn applies(self, workload: Workload) -> bool {
+        self != Target::Memset || workload == Workload::PageFault1
     }
 }
 
@@ -482,18 +492,18 @@ fn parse_targets(names: &[String]) -> Result<Vec<Target>> {
     if names.is_empty() {
         let mut all: Vec<Target> = Strategy::ALL.into_iter().map(Target::Vm).collect();
         all.push(Target::Host);
+        all.push(Target::Memset);
         return Ok(all);
     }
     names
         .iter()
-        .map(|n| {
-            if n == "host" {
-                Ok(Target::Host)
-            } else {
-                n.parse::<Strategy>()
-                    .map(Target::Vm)
-                    .map_err(|e| anyhow::anyhow!("{e}, or host"))
-            }
+        .map(|n| match n.as_str() {
+            "host" => Ok(Target::Host),
+            "memset" => Ok(Target::Memset),
+            _ => n
+                .parse::<Strategy>()
+                .map(Target::Vm)
+                .map_err(|e| anyhow::anyhow!("{e}, host or memset")),
         })
         .collect()
 }
@@ -573,8 +583,8 @@ fn bench(args: Args) -> Result<()> {
         .iter()
         .map(|&(w, _)| match w {
             Workload::Lookup => (lookup::STRUCTURES.len() * 3 * plan.repeat) as u64,
-            w if w.is_mixed() => targets.len() as u64,
-            _ => (targets.len() * plan.repeat) as u64,
+            w if w.is_mixed() => targets.iter().filter(|t| t.applies(w)).count() as u64,
+            w => (targets.iter().filter(|t| t.applies(w)).count() * plan.repeat) as u64,
         })
         .sum();
     let bar = if std::io::stdout().is_terminal() {
@@ -605,6 +615,11 @@ fn bench(args: Args) -> Result<()> {
             continue;
         }
         let spec = plan.spec(workload, threads);
+        let targets: Vec<Target> = targets
+            .iter()
+            .copied()
+            .filter(|t| t.applies(workload))
+            .collect();
         let runs_per_cell = if workload.is_mixed() { 1 } else { plan.repeat };
         let mut runs: Vec<Vec<Measurement>> = vec![Vec::new(); targets.len()];
         let mut skipped: Vec<Option<String>> = vec![None; targets.len()];
@@ -630,6 +645,7 @@ fn bench(args: Args) -> Result<()> {
                     }
                     Target::Host => run_host(&spec)
                         .with_context(|| format!("{} on the host", workload.name()))?,
+                    Target::Memset => run::measure(&env::MemsetEnv, &spec),
                     Target::Vm(strategy) => {
                         let frames = frames.as_ref().expect("arena for vmspace rows");
                         let files = match workload {

@@ -73,6 +73,65 @@ pub trait Env: Sync {
     fn minor_faults(&self) -> Option<u64>;
 }
 
+/// The control of `page_fault1`: the same page writes without a fault or a
+/// mapping. Each thread owns a buffer of the region's size, allocated and
+/// touched once; a "write" zeroes the 4 KiB page under the address (what a
+/// fault does to a fresh frame) and stores the byte. vmspace's faults zero
+/// their frames the same way, so the ratio of its 2-thread to 1-thread rate
+/// is the ceiling of `page_fault1`'s on this machine: the memory traffic of
+/// zeroing, not the fault path. Only `page_fault1` runs on it.
+pub struct MemsetEnv;
+
+impl Env for MemsetEnv {
+    type T = Vec<u8>;
+
+    fn thread(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn map(&self, buf: &mut Vec<u8>, len: u64, kind: MapKind) -> u64 {
+        assert_eq!(kind, MapKind::Anon, "memset runs page_fault1 only");
+        if (buf.len() as u64) < len {
+            // Non-zero, so that the host kernel populates it now, not in the
+            // measured loop.
+            *buf = vec![1u8; len as usize];
+        }
+        buf.as_ptr() as u64
+    }
+
+    fn unmap(&self, _: &mut Vec<u8>, _: u64, _: u64) {}
+
+    fn protect_ro(&self, _: &mut Vec<u8>, _: u64, _: u64) {
+        unreachable!("memset runs page_fault1 only")
+    }
+
+    #[inline]
+    fn write(&self, buf: &mut Vec<u8>, addr: u64) {
+        let off = (addr - buf.as_ptr() as u64) as usize;
+        let page = off & !(PAGE_SIZE as usize - 1);
+        buf[page..page + PAGE_SIZE as usize].fill(0);
+        buf[off] = 1;
+        std::hint::black_box(&mut buf[off]);
+    }
+
+    fn read(&self, buf: &mut Vec<u8>, addr: u64) {
+        let off = (addr - buf.as_ptr() as u64) as usize;
+        std::hint::black_box(buf[off]);
+    }
+
+    fn read_maps(&self, _: &mut Vec<u8>) -> usize {
+        0
+    }
+
+    fn fault_stats(&self) -> Option<FaultStats> {
+        None
+    }
+
+    fn minor_faults(&self) -> Option<u64> {
+        None
+    }
+}
+
 /// A backing store that reads zeros after sleeping (slow I/O).
 struct SleepyStore(Duration);
 
