@@ -126,7 +126,7 @@ pub struct Args {
     #[arg(long)]
     seconds: Option<f64>,
     /// Strategies, comma-separated: mmap-lock, per-vma, speculative, host,
-    /// and memset, the control of page_fault1: its page writes with no
+    /// and no-fault, the control of page_fault1: its page writes with no
     /// fault (default: all). Does not apply to lookup.
     #[arg(long, value_delimiter = ',')]
     strategy: Vec<String>,
@@ -171,8 +171,8 @@ enum Target {
     Vm(Strategy),
     Host,
     /// The control of `page_fault1`: its page writes with no fault
-    /// (`env::MemsetEnv`).
-    Memset,
+    /// (`env::NoFaultEnv`).
+    NoFault,
 }
 
 impl Target {
@@ -180,13 +180,13 @@ impl Target {
         match self {
             Target::Vm(s) => s.name(),
             Target::Host => "host",
-            Target::Memset => "memset",
+            Target::NoFault => "no-fault",
         }
     }
 
     /// Whether the target has a row for `workload`.
     fn applies(self, workload: Workload) -> bool {
-        self != Target::Memset || workload == Workload::PageFault1
+        self != Target::NoFault || matches!(workload, Workload::PageFault1 | Workload::PageFault3)
     }
 }
 
@@ -492,18 +492,18 @@ fn parse_targets(names: &[String]) -> Result<Vec<Target>> {
     if names.is_empty() {
         let mut all: Vec<Target> = Strategy::ALL.into_iter().map(Target::Vm).collect();
         all.push(Target::Host);
-        all.push(Target::Memset);
+        all.push(Target::NoFault);
         return Ok(all);
     }
     names
         .iter()
         .map(|n| match n.as_str() {
             "host" => Ok(Target::Host),
-            "memset" => Ok(Target::Memset),
+            "no-fault" => Ok(Target::NoFault),
             _ => n
                 .parse::<Strategy>()
                 .map(Target::Vm)
-                .map_err(|e| anyhow::anyhow!("{e}, host or memset")),
+                .map_err(|e| anyhow::anyhow!("{e}, host or no-fault")),
         })
         .collect()
 }
@@ -645,7 +645,7 @@ fn bench(args: Args) -> Result<()> {
                     }
                     Target::Host => run_host(&spec)
                         .with_context(|| format!("{} on the host", workload.name()))?,
-                    Target::Memset => run::measure(&env::MemsetEnv, &spec),
+                    Target::NoFault => run::measure(&env::NoFaultEnv, &spec),
                     Target::Vm(strategy) => {
                         let frames = frames.as_ref().expect("arena for vmspace rows");
                         let files = match workload {

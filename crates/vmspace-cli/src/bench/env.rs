@@ -73,16 +73,18 @@ pub trait Env: Sync {
     fn minor_faults(&self) -> Option<u64>;
 }
 
-/// The control of `page_fault1`: the same page writes without a fault or a
+/// The control of `page_fault1`: its page writes without a fault or a
 /// mapping. Each thread owns a buffer of the region's size, allocated and
 /// touched once; a "write" zeroes the 4 KiB page under the address (what a
 /// fault does to a fresh frame) and stores the byte. vmspace's faults zero
-/// their frames the same way, so the ratio of its 2-thread to 1-thread rate
-/// is the ceiling of `page_fault1`'s on this machine: the memory traffic of
-/// zeroing, not the fault path. Only `page_fault1` runs on it.
-pub struct MemsetEnv;
+/// their frames the same way, so the ratio of the 2-thread to the 1-thread
+/// rate is what this machine's memory allows the zeroing: the ceiling of
+/// `page_fault1`'s scaling whatever the fault path does. (`page_fault3`
+/// zeroes nothing; its control would be a store per page, which is not what
+/// bounds its faults.)
+pub struct NoFaultEnv;
 
-impl Env for MemsetEnv {
+impl Env for NoFaultEnv {
     type T = Vec<u8>;
 
     fn thread(&self) -> Vec<u8> {
@@ -90,7 +92,7 @@ impl Env for MemsetEnv {
     }
 
     fn map(&self, buf: &mut Vec<u8>, len: u64, kind: MapKind) -> u64 {
-        assert_eq!(kind, MapKind::Anon, "memset runs page_fault1 only");
+        assert_eq!(kind, MapKind::Anon, "no-fault runs page_fault1 only");
         if (buf.len() as u64) < len {
             // Non-zero, so that the host kernel populates it now, not in the
             // measured loop.
@@ -102,7 +104,7 @@ impl Env for MemsetEnv {
     fn unmap(&self, _: &mut Vec<u8>, _: u64, _: u64) {}
 
     fn protect_ro(&self, _: &mut Vec<u8>, _: u64, _: u64) {
-        unreachable!("memset runs page_fault1 only")
+        unreachable!("no-fault runs page_fault1 only")
     }
 
     #[inline]
