@@ -4,13 +4,13 @@
 //! where this machine's clocks are not:
 //! `valgrind --tool=cachegrind --cache-sim=no target/release/examples/fault_cost per-vma`.
 //! Strategy from the first argument (`mmap-lock`, `per-vma`, `speculative`);
-//! `anon` as second argument faults private anonymous memory instead.
+//! `anon` as second argument faults private anonymous memory instead;
+//! `ROUNDS` (default 20) sets the number of regions.
 use std::sync::Arc;
 use vmspace::{AddressSpace, Config, File, FrameAllocator, MapFlags, MapSource, Prot, ZeroStore};
 
 const P: u64 = 4096;
 const LEN: u64 = 4 << 20;
-const ROUNDS: u64 = 20;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -20,6 +20,10 @@ fn main() {
         .parse()
         .expect("a strategy");
     let anon = args.next().as_deref() == Some("anon");
+    let rounds: u64 = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     let frames = Arc::new(FrameAllocator::new(3 * LEN).unwrap());
     let s = AddressSpace::new(
         Config {
@@ -30,7 +34,7 @@ fn main() {
     );
     let file = Arc::new(File::new(LEN / P, Box::new(ZeroStore), frames));
     let mut cpu = s.cpu();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         let (flags, source) = if anon {
             (MapFlags::default(), MapSource::Anon)
         } else {
@@ -51,5 +55,5 @@ fn main() {
         }
         s.munmap(a, LEN).unwrap();
     }
-    println!("{} faults", ROUNDS * LEN / P);
+    println!("{} faults", rounds * LEN / P);
 }
