@@ -186,7 +186,7 @@ impl Target {
 
     /// Whether the target has a row for `workload`.
     fn applies(self, workload: Workload) -> bool {
-        self != Target::NoFault || matches!(workload, Workload::PageFault1 | Workload::PageFault3)
+        self != Target::NoFault || workload == Workload::PageFault1
     }
 }
 

@@ -14,6 +14,7 @@ fn tiny_bench_writes_sound_json() {
         .args([
             "bench",
             "page_fault1",
+            "page_fault3",
             "mmap1",
             "mixed_churn",
             "lookup",
@@ -109,7 +110,7 @@ fn tiny_bench_writes_sound_json() {
     assert_eq!(m.len(), 1, "no-fault: {m:?}");
     assert!(m[0]["ops_per_sec"].as_f64().unwrap() > 0.0);
     assert!(m[0]["lockless"].is_null());
-    for w in ["mmap1", "mixed_churn"] {
+    for w in ["page_fault3", "mmap1", "mixed_churn"] {
         assert!(find(w, "no-fault").is_empty(), "no-fault row for {w}");
     }
     for s in ["vmspace", "btreemap", "rwlock-btreemap", "skiplist"] {
