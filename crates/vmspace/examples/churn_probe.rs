@@ -15,6 +15,9 @@
 //!
 //! `cargo run --release -p vmspace --example churn_probe -- [rounds] [ms] [strategy]`
 //! prints, per mode, the faulter's rate relative to `idle` (median over rounds).
+//! `CHURN=mapunmap` or `CHURN=empty` change what one churn operation is (see
+//! `churn`); `FENCE=1` maps a page right above the churner's area, so that
+//! its neighbour is not the faulter's VMA.
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,38 +42,30 @@ fn space(strategy: Strategy) -> Arc<AddressSpace> {
     )
 }
 
+const CHURN_AT: u64 = 0x1000_0000_0000;
+const CHURN_LEN: u64 = 16 << 10;
+
+/// One churn operation, as `CHURN` says: map + mprotect + unmap (default),
+/// `mapunmap`, or `empty` (an unmap of nothing: lock, look up, unlock).
 fn churn(s: &AddressSpace) -> u64 {
-    match std::env::var("CHURN").as_deref() {
-        Ok("empty") => {
-            s.munmap(0x1000_0000_0000, 16 << 10).unwrap();
-            return 1;
-        }
-        Ok("mapunmap") => {
-            let x = s
-                .mmap(
-                    0x1000_0000_0000,
-                    16 << 10,
-                    Prot::READ_WRITE,
-                    MapFlags::default(),
-                    MapSource::Anon,
-                )
-                .unwrap();
-            s.munmap(x, 16 << 10).unwrap();
-            return 1;
-        }
-        _ => {}
+    let mode = std::env::var("CHURN");
+    if mode.as_deref() == Ok("empty") {
+        s.munmap(CHURN_AT, CHURN_LEN).unwrap();
+        return 1;
     }
     let x = s
         .mmap(
-            0x1000_0000_0000,
-            16 << 10,
+            CHURN_AT,
+            CHURN_LEN,
             Prot::READ_WRITE,
             MapFlags::default(),
             MapSource::Anon,
         )
         .unwrap();
-    s.mprotect(x, P, Prot::READ).unwrap();
-    s.munmap(x, 16 << 10).unwrap();
+    if mode.as_deref() != Ok("mapunmap") {
+        s.mprotect(x, P, Prot::READ).unwrap();
+    }
+    s.munmap(x, CHURN_LEN).unwrap();
     1
 }
 
@@ -148,7 +143,7 @@ fn main() {
         // A mapping right above the churner's, so that its neighbour is not
         // the faulter's VMA.
         a.mmap(
-            0x1000_0000_0000 + (1 << 20),
+            CHURN_AT + (1 << 20),
             P,
             Prot::NONE,
             MapFlags::default(),
