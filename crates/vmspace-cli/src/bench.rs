@@ -126,8 +126,8 @@ pub struct Args {
     #[arg(long)]
     seconds: Option<f64>,
     /// Strategies, comma-separated: mmap-lock, per-vma, speculative, host,
-    /// and no-fault, the control of page_fault1: its page writes with no
-    /// fault (default: all). Does not apply to lookup.
+    /// and no-fault, the control of page_fault1 and page_fault3: their page
+    /// writes with no fault (default: all). Does not apply to lookup.
     #[arg(long, value_delimiter = ',')]
     strategy: Vec<String>,
     /// Write the results as JSON to this file.
@@ -170,8 +170,9 @@ pub struct HostArgs {
 enum Target {
     Vm(Strategy),
     Host,
-    /// The control of `page_fault1`: its page writes with no fault
-    /// (`env::NoFaultEnv`).
+    /// The controls: `page_fault1`'s page zeroing and writes with no fault
+    /// (`env::NoFaultEnv`), `page_fault3`'s writes to a mapping with every
+    /// entry present (`env::WarmEnv`).
     NoFault,
 }
 
@@ -186,7 +187,7 @@ impl Target {
 
     /// Whether the target has a row for `workload`.
     fn applies(self, workload: Workload) -> bool {
-        self != Target::NoFault || workload == Workload::PageFault1
+        self != Target::NoFault || matches!(workload, Workload::PageFault1 | Workload::PageFault3)
     }
 }
 
@@ -570,7 +571,9 @@ fn bench(args: Args) -> Result<()> {
         .max()
         .unwrap_or(0)
         + 8 * MIB;
-    let vm_targets = targets.iter().any(|t| matches!(t, Target::Vm(_)));
+    let vm_targets = targets
+        .iter()
+        .any(|t| matches!(t, Target::Vm(_) | Target::NoFault));
     let frames = if vm_targets {
         let mut f = FrameAllocator::new(arena).context("creating the frame arena")?;
         f.set_poison(false);
@@ -645,6 +648,19 @@ fn bench(args: Args) -> Result<()> {
                     }
                     Target::Host => run_host(&spec)
                         .with_context(|| format!("{} on the host", workload.name()))?,
+                    Target::NoFault if workload == Workload::PageFault3 => {
+                        let frames = frames.as_ref().expect("arena for vmspace rows");
+                        let env = env::WarmEnv(env::VmEnv::new(
+                            Strategy::PerVma,
+                            frames,
+                            threads,
+                            spec.region,
+                        ));
+                        let m = run::measure(&env, &spec);
+                        drop(env);
+                        wait_for_frames(frames);
+                        m
+                    }
                     Target::NoFault => run::measure(&env::NoFaultEnv, &spec),
                     Target::Vm(strategy) => {
                         let frames = frames.as_ref().expect("arena for vmspace rows");

@@ -104,13 +104,19 @@ fn tiny_bench_writes_sound_json() {
         let kept = m["ops_per_sec"].as_f64().unwrap() / m["baseline_ops_per_sec"].as_f64().unwrap();
         assert!((kept - m["kept"].as_f64().unwrap()).abs() < 1e-6);
     }
-    // The no-fault control has a row for page_fault1, with no counters, and
-    // none for the other workloads.
+    // The no-fault control has a row for page_fault1 (no address space, no
+    // counters) and page_fault3 (an address space that took no fault in the
+    // measured window), and none for the other workloads.
     let m = find("page_fault1", "no-fault");
     assert_eq!(m.len(), 1, "no-fault: {m:?}");
     assert!(m[0]["ops_per_sec"].as_f64().unwrap() > 0.0);
     assert!(m[0]["lockless"].is_null());
-    for w in ["page_fault3", "mmap1", "mixed_churn"] {
+    let m = find("page_fault3", "no-fault");
+    assert_eq!(m.len(), 1, "no-fault: {m:?}");
+    assert!(m[0]["ops_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(m[0]["lockless"].as_u64(), Some(0), "{}", m[0]);
+    assert_eq!(m[0]["locked"].as_u64(), Some(0), "{}", m[0]);
+    for w in ["mmap1", "mixed_churn"] {
         assert!(find(w, "no-fault").is_empty(), "no-fault row for {w}");
     }
     for s in ["vmspace", "btreemap", "rwlock-btreemap", "skiplist"] {

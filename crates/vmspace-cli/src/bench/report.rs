@@ -89,9 +89,13 @@ pub fn table(rows: &[Row]) -> String {
             let h = r.lat.as_ref().expect("latency");
             let (lockless, fallback, retry) = match r.stats {
                 Some(s) => {
-                    let all = (s.lockless + s.locked).max(1) as f64;
+                    let all = s.lockless + s.locked;
                     (
-                        format!("{:.1}%", s.lockless as f64 / all * 100.0),
+                        if all == 0 {
+                            "no faults".into()
+                        } else {
+                            format!("{:.1}%", s.lockless as f64 / all as f64 * 100.0)
+                        },
                         s.fallback.to_string(),
                         s.retry.to_string(),
                     )
