@@ -413,6 +413,152 @@ fn wait_for_frames(frames: &FrameAllocator) {
 }
 
 /// Aggregates the runs of one cell into a row.
+/// The workloads of `cells`, each once, in order.
+fn workloads_in_order(cells: &[(Workload, usize)]) -> Vec<Workload> {
+    let mut out: Vec<Workload> = Vec::new();
+    for &(w, _) in cells {
+        if !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
+}
+
+/// One run of `spec` on `target`, or why the target has no row for it.
+fn measure_one(
+    spec: &run::Spec,
+    target: Target,
+    frames: Option<&Arc<FrameAllocator>>,
+) -> Result<std::result::Result<Measurement, String>> {
+    let workload = spec.workload;
+    let threads = spec.threads;
+    let frames = || frames.expect("arena for vmspace rows");
+    Ok(Ok(match target {
+        Target::Host if workload == Workload::SleepyFile => {
+            return Ok(Err("n/a: the host has no file with a slow store".into()));
+        }
+        Target::Host => {
+            run_host(spec).with_context(|| format!("{} on the host", workload.name()))?
+        }
+        Target::NoFault if workload == Workload::PageFault3 => {
+            let env = env::WarmEnv(env::VmEnv::new(
+                Strategy::PerVma,
+                frames(),
+                threads,
+                spec.region,
+            ));
+            let m = run::measure(&env, spec);
+            drop(env);
+            wait_for_frames(frames());
+            m
+        }
+        Target::NoFault => run::measure(&env::NoFaultEnv, spec),
+        Target::Vm(strategy) => {
+            let files = match workload {
+                Workload::PageFault2 | Workload::PageFault3 => threads,
+                _ => 0,
+            };
+            let env = env::VmEnv::new(strategy, frames(), files, spec.region);
+            let m = run::measure(&env, spec);
+            drop(env);
+            if files > 0 {
+                wait_for_frames(frames());
+            }
+            m
+        }
+    }))
+}
+
+/// A ratio of two rates taken in the same repeat, over the repeats.
+#[derive(Clone, Copy, Debug)]
+pub struct Ratio {
+    /// Median over the repeats.
+    pub median: f64,
+    /// Smallest.
+    pub min: f64,
+    /// Largest.
+    pub max: f64,
+    /// Repeats.
+    pub n: usize,
+}
+
+impl Ratio {
+    fn of(mut xs: Vec<f64>) -> Option<Ratio> {
+        if xs.is_empty() {
+            return None;
+        }
+        let median = median(&mut xs);
+        Some(Ratio {
+            median,
+            min: xs[0],
+            max: xs[xs.len() - 1],
+            n: xs.len(),
+        })
+    }
+}
+
+/// The paired ratios of one target in one workload: each against mmap-lock at
+/// the same thread count, and each thread count against the first.
+#[derive(Clone, Debug)]
+pub struct RatioRow {
+    /// The workload.
+    pub workload: Workload,
+    /// Strategy name, `host` or `no-fault`.
+    pub strategy: String,
+    /// (threads, this target's rate / mmap-lock's) for every thread count.
+    pub vs_mmap_lock: Vec<(usize, Option<Ratio>)>,
+    /// (threads, rate at `threads` / rate at `base_threads`) for the other counts.
+    pub scaling: Vec<(usize, Option<Ratio>)>,
+    /// The thread count `scaling` divides by.
+    pub base_threads: usize,
+}
+
+/// The ratios of rates measured in the same repeat (see `RatioRow`): a drift
+/// of the machine between repeats moves both sides of a pair together.
+fn paired_ratios(
+    workload: Workload,
+    counts: &[usize],
+    targets: &[Target],
+    skipped: &[Option<String>],
+    runs: &[Vec<Vec<Measurement>>],
+) -> Vec<RatioRow> {
+    let rate = |m: &Measurement| m.ops as f64 / m.secs;
+    let pairs = |a: &[Measurement], b: &[Measurement]| {
+        Ratio::of(a.iter().zip(b).map(|(x, y)| rate(x) / rate(y)).collect())
+    };
+    let lock = targets
+        .iter()
+        .position(|&t| t == Target::Vm(Strategy::MmapLock));
+    let mut out = Vec::new();
+    for (i, &target) in targets.iter().enumerate() {
+        if skipped[i].is_some() {
+            continue;
+        }
+        let vs_mmap_lock = match lock {
+            Some(l) if l != i && matches!(target, Target::Vm(_)) => counts
+                .iter()
+                .enumerate()
+                .map(|(c, &t)| (t, pairs(&runs[c][i], &runs[c][l])))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let scaling = counts
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(c, &t)| (t, pairs(&runs[c][i], &runs[0][i])))
+            .collect();
+        out.push(RatioRow {
+            workload,
+            strategy: target.name().to_string(),
+            vs_mmap_lock,
+            scaling,
+            base_threads: counts[0],
+        });
+    }
+    out
+}
+
 fn aggregate(workload: Workload, target: Target, threads: usize, runs: Vec<Measurement>) -> Row {
     let mut rates: Vec<f64> = runs.iter().map(|m| m.ops as f64 / m.secs).collect();
     let mut lat = run::histogram();
@@ -603,89 +749,77 @@ fn bench(args: Args) -> Result<()> {
 
     let started = std::time::Instant::now();
     let mut rows = Vec::new();
-    for &(workload, threads) in &cells {
+    let mut ratios = Vec::new();
+    for workload in workloads_in_order(&cells) {
+        let counts: Vec<usize> = cells
+            .iter()
+            .filter(|&&(w, _)| w == workload)
+            .map(|&(_, t)| t)
+            .collect();
         if workload == Workload::Lookup {
-            rows.extend(run_lookup(&plan, threads, &bar));
+            for &threads in &counts {
+                rows.extend(run_lookup(&plan, threads, &bar));
+            }
             continue;
         }
-        if workload.is_mixed() && threads < 2 {
-            bar.suspend(|| {
-                eprintln!(
-                    "{}: skipped at {threads} thread (it needs a faulter and the extra thread)",
-                    workload.name()
-                )
-            });
-            continue;
-        }
-        let spec = plan.spec(workload, threads);
+        let counts: Vec<usize> = counts
+            .into_iter()
+            .filter(|&threads| {
+                let skip = workload.is_mixed() && threads < 2;
+                if skip {
+                    bar.suspend(|| {
+                        eprintln!(
+                            "{}: skipped at {threads} thread (it needs a faulter and the extra thread)",
+                            workload.name()
+                        )
+                    });
+                }
+                !skip
+            })
+            .collect();
         let targets: Vec<Target> = targets
             .iter()
             .copied()
             .filter(|t| t.applies(workload))
             .collect();
-        let runs_per_cell = if workload.is_mixed() { 1 } else { plan.repeat };
-        let mut runs: Vec<Vec<Measurement>> = vec![Vec::new(); targets.len()];
+        let repeats = if workload.is_mixed() { 1 } else { plan.repeat };
+        // runs[c][i]: the runs of thread count `counts[c]` on `targets[i]`.
+        let mut runs: Vec<Vec<Vec<Measurement>>> =
+            vec![vec![Vec::new(); targets.len()]; counts.len()];
         let mut skipped: Vec<Option<String>> = vec![None; targets.len()];
-        // Repeats interleave the targets, so slow drifts of a shared machine
-        // spread over all of them.
-        for r in 0..runs_per_cell {
-            for (i, &target) in targets.iter().enumerate() {
-                bar.set_message(format!(
-                    "{} t={threads} {} run {}",
-                    workload.name(),
-                    target.name(),
-                    r + 1
-                ));
-                if skipped[i].is_some() {
-                    bar.inc(1);
-                    continue;
-                }
-                let m = match target {
-                    Target::Host if workload == Workload::SleepyFile => {
-                        skipped[i] = Some("n/a: the host has no file with a slow store".into());
-                        bar.inc(1);
-                        continue;
-                    }
-                    Target::Host => run_host(&spec)
-                        .with_context(|| format!("{} on the host", workload.name()))?,
-                    Target::NoFault if workload == Workload::PageFault3 => {
-                        let frames = frames.as_ref().expect("arena for vmspace rows");
-                        let env = env::WarmEnv(env::VmEnv::new(
-                            Strategy::PerVma,
-                            frames,
-                            threads,
-                            spec.region,
-                        ));
-                        let m = run::measure(&env, &spec);
-                        drop(env);
-                        wait_for_frames(frames);
-                        m
-                    }
-                    Target::NoFault => run::measure(&env::NoFaultEnv, &spec),
-                    Target::Vm(strategy) => {
-                        let frames = frames.as_ref().expect("arena for vmspace rows");
-                        let files = match workload {
-                            Workload::PageFault2 | Workload::PageFault3 => threads,
-                            _ => 0,
-                        };
-                        let env = env::VmEnv::new(strategy, frames, files, spec.region);
-                        let m = run::measure(&env, &spec);
-                        drop(env);
-                        if files > 0 {
-                            wait_for_frames(frames);
+        // Each repeat runs every thread count on every target, one after the
+        // other, so slow drifts of a shared machine spread over all of them
+        // and the runs of one repeat can be compared pairwise (`ratios`).
+        for r in 0..repeats {
+            for (c, &threads) in counts.iter().enumerate() {
+                let spec = plan.spec(workload, threads);
+                for (i, &target) in targets.iter().enumerate() {
+                    bar.set_message(format!(
+                        "{} t={threads} {} run {}",
+                        workload.name(),
+                        target.name(),
+                        r + 1
+                    ));
+                    if skipped[i].is_none() {
+                        match measure_one(&spec, target, frames.as_ref())? {
+                            Ok(m) => runs[c][i].push(m),
+                            Err(why) => skipped[i] = Some(why),
                         }
-                        m
                     }
-                };
-                runs[i].push(m);
-                bar.inc(1);
+                    bar.inc(1);
+                }
             }
         }
-        for (i, &target) in targets.iter().enumerate() {
-            rows.push(match skipped[i].take() {
-                Some(why) => skipped_row(workload, target, threads, &why),
-                None => aggregate(workload, target, threads, std::mem::take(&mut runs[i])),
-            });
+        if !workload.is_mixed() {
+            ratios.extend(paired_ratios(workload, &counts, &targets, &skipped, &runs));
+        }
+        for (c, &threads) in counts.iter().enumerate() {
+            for (i, &target) in targets.iter().enumerate() {
+                rows.push(match &skipped[i] {
+                    Some(why) => skipped_row(workload, target, threads, why),
+                    None => aggregate(workload, target, threads, std::mem::take(&mut runs[c][i])),
+                });
+            }
         }
     }
     bar.finish_and_clear();
@@ -700,11 +834,12 @@ fn bench(args: Args) -> Result<()> {
         plan.seconds / 2.0,
         started.elapsed().as_secs_f64()
     );
+    print!("{}", report::ratio_table(&ratios));
     if let Some(path) = &json {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let doc = report::json(meta, &rows);
+        let doc = report::json(meta, &rows, &ratios);
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
         println!("results: {}", path.display());

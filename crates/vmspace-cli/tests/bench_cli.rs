@@ -119,6 +119,42 @@ fn tiny_bench_writes_sound_json() {
     for w in ["mmap1", "mixed_churn"] {
         assert!(find(w, "no-fault").is_empty(), "no-fault row for {w}");
     }
+    // Paired ratios: with one repeat, each is the quotient of the two rows'
+    // rates; none for mixed workloads (they report `kept`).
+    let ratios = doc["ratios"].as_array().expect("ratios");
+    let ratio_of = |w: &str, s: &str| {
+        ratios
+            .iter()
+            .find(|r| r["workload"] == w && r["strategy"] == s)
+            .unwrap_or_else(|| panic!("no ratio row for {w} {s}"))
+    };
+    for w in ["page_fault1", "page_fault3"] {
+        let lock = find(w, "mmap-lock")[0]["ops_per_sec"].as_f64().unwrap();
+        for s in ["per-vma", "speculative"] {
+            let vs = &ratio_of(w, s)["vs_mmap_lock"][0];
+            assert_eq!(vs["threads"], 2);
+            assert_eq!(vs["ratio"]["repeats"], 1);
+            let mine = find(w, s)[0]["ops_per_sec"].as_f64().unwrap();
+            let got = vs["ratio"]["median"].as_f64().unwrap();
+            assert!(
+                (got - mine / lock).abs() < 1e-9 * got.max(1.0),
+                "{w} {s}: {got} vs {mine}/{lock}"
+            );
+        }
+        // One thread count: no scaling entries; no-fault has no mmap-lock ratio.
+        assert_eq!(
+            ratio_of(w, "per-vma")["scaling"].as_array().unwrap().len(),
+            0
+        );
+        assert_eq!(
+            ratio_of(w, "no-fault")["vs_mmap_lock"]
+                .as_array()
+                .unwrap()
+                .len(),
+            0
+        );
+    }
+    assert!(ratios.iter().all(|r| r["workload"] != "mixed_churn"));
     for s in ["vmspace", "btreemap", "rwlock-btreemap", "skiplist"] {
         let rows = find("lookup", s);
         assert_eq!(rows.len(), 3, "lookup {s}: one row per map size");

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
-use super::{Row, Workload};
+use super::{Ratio, RatioRow, Row, Workload};
 
 /// Operations per second, short: `1.23M`.
 pub fn rate(x: f64) -> String {
@@ -331,10 +331,77 @@ pub fn row_json(r: &Row) -> Value {
     Value::Object(o)
 }
 
+/// `1.23 [1.01-1.40]`, or `-`.
+fn ratio_cell(r: Option<Ratio>) -> String {
+    match r {
+        Some(r) => format!("{:.2} [{:.2}-{:.2}]", r.median, r.min, r.max),
+        None => "-".into(),
+    }
+}
+
+/// The paired ratios: each strategy against mmap-lock at each thread count,
+/// and each thread count against the first, per repeat, then the median and
+/// the range over the repeats.
+pub fn ratio_table(rows: &[RatioRow]) -> String {
+    let mut out = String::new();
+    if rows.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "paired ratios (rates of the same repeat divided, then median [min-max] over the repeats):"
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:<12} {:<44} scaling",
+        "workload", "strategy", "vs mmap-lock"
+    );
+    for r in rows {
+        let vs = r
+            .vs_mmap_lock
+            .iter()
+            .map(|&(t, x)| format!("{t}t {}", ratio_cell(x)))
+            .collect::<Vec<_>>()
+            .join("  ");
+        let sc = r
+            .scaling
+            .iter()
+            .map(|&(t, x)| format!("{t}t/{}t {}", r.base_threads, ratio_cell(x)))
+            .collect::<Vec<_>>()
+            .join("  ");
+        let _ = writeln!(
+            out,
+            "{:<12} {:<12} {:<44} {}",
+            r.workload.name(),
+            r.strategy,
+            if vs.is_empty() { "-".into() } else { vs },
+            if sc.is_empty() { "-".into() } else { sc }
+        );
+    }
+    out
+}
+
+fn ratio_json(r: Option<Ratio>) -> Value {
+    match r {
+        Some(r) => json!({"median": r.median, "min": r.min, "max": r.max, "repeats": r.n}),
+        None => Value::Null,
+    }
+}
+
+fn ratio_row_json(r: &RatioRow) -> Value {
+    json!({
+        "workload": r.workload.name(),
+        "strategy": r.strategy,
+        "vs_mmap_lock": r.vs_mmap_lock.iter().map(|&(t, x)| json!({"threads": t, "ratio": ratio_json(x)})).collect::<Vec<_>>(),
+        "scaling": r.scaling.iter().map(|&(t, x)| json!({"threads": t, "base_threads": r.base_threads, "ratio": ratio_json(x)})).collect::<Vec<_>>(),
+    })
+}
+
 /// The whole document.
-pub fn json(meta: Value, rows: &[Row]) -> Value {
+pub fn json(meta: Value, rows: &[Row], ratios: &[RatioRow]) -> Value {
     json!({
         "meta": meta,
         "results": rows.iter().map(row_json).collect::<Vec<_>>(),
+        "ratios": ratios.iter().map(ratio_row_json).collect::<Vec<_>>(),
     })
 }
