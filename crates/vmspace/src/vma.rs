@@ -52,19 +52,18 @@
 //!
 //! # Layout
 //!
-//! The lock (`lock_seq` and `readers`) sits on cache lines of its own. Every
-//! per-vma fault writes `readers` twice, and other threads read the VMA's
-//! immutable fields (`AddressSpace::maps`, lookups, merges): sharing a line,
-//! each read pulled the line away from the faulting core. Measured
-//! (`vmspace bench mixed_readers`, a thread calling `maps()` in a loop beside
-//! a faulting one, old and new builds alternated seven times): the per-vma
-//! faulter kept 0.55-0.84 of its idle rate (median 0.71) before, 0.74-0.96
-//! (median 0.92) after, and the reader ran 6.1-8.0 M -> 7.9-10.0 M calls/s.
-//! No change beyond noise on page_fault1 and page_fault3.
+//! The lock (`lock_seq` and `readers`) sits on cache lines of its own
+//! (`Padded`). Every per-vma fault writes `readers` twice, and other threads
+//! read the VMA's immutable fields (`AddressSpace::maps`, lookups, merges):
+//! sharing a line, each such read pulled the line away from the faulting
+//! core. Measured (`vmspace bench mixed_readers`, a thread calling `maps()`
+//! in a loop beside a faulting one; old and new builds alternated six times):
+//! the per-vma faulter kept a median 0.61 of its idle rate before, 0.96
+//! after (speculative, which writes no VMA word, 0.90 and 0.85: noise). No
+//! change beyond noise on page_fault1, page_fault3 and mmap1.
 
 use crate::object::{AnonObject, File};
 use crate::sync::{spin_wait, AtomicU32, AtomicU64, Liveness, Ordering};
-use crossbeam_utils::CachePadded;
 use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
 
@@ -150,7 +149,7 @@ pub struct Vma {
     /// needs one (or inherited by a split or a move).
     pub anon: OnceLock<Arc<AnonObject>>,
     /// The per-VMA lock, on cache lines of its own (see "Layout").
-    lock: CachePadded<VmaLock>,
+    lock: Padded<VmaLock>,
     /// Touched by faults, for the loom models (`sync::Liveness`).
     pub(crate) alive: Liveness,
 }
@@ -170,6 +169,35 @@ impl VmaLock {
             seq: AtomicU64::new(mm_seq),
             readers: AtomicU32::new(0),
         }
+    }
+}
+
+/// `T` with a cache line of padding on each side: whatever lies around it,
+/// no 64-byte line holds both a byte of `T` and a byte outside the padding.
+/// Padding rather than alignment (`CachePadded`): a 128-byte-aligned `Vma`
+/// sent every VMA allocation through the allocator's aligned path, and
+/// `mmap1` ran 11-37 % slower.
+#[repr(C)]
+struct Padded<T> {
+    _before: [u8; 64],
+    value: T,
+    _after: [u8; 64],
+}
+
+impl<T> Padded<T> {
+    fn new(value: T) -> Padded<T> {
+        Padded {
+            _before: [0; 64],
+            value,
+            _after: [0; 64],
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
     }
 }
 
@@ -219,7 +247,7 @@ impl Vma {
             backing,
             pgoff,
             anon: OnceLock::new(),
-            lock: CachePadded::new(VmaLock::new(mm_seq)),
+            lock: Padded::new(VmaLock::new(mm_seq)),
             alive: Liveness::new(),
         }
     }
@@ -238,7 +266,7 @@ impl Vma {
             end,
             pgoff,
             anon: OnceLock::new(),
-            lock: CachePadded::new(VmaLock::new(mm_seq)),
+            lock: Padded::new(VmaLock::new(mm_seq)),
             alive: Liveness::new(),
             backing: self.backing.clone(),
             ..*self
