@@ -412,7 +412,6 @@ fn wait_for_frames(frames: &FrameAllocator) {
     }
 }
 
-/// Aggregates the runs of one cell into a row.
 /// The workloads of `cells`, each once, in order.
 fn workloads_in_order(cells: &[(Workload, usize)]) -> Vec<Workload> {
     let mut out: Vec<Workload> = Vec::new();
@@ -559,6 +558,7 @@ fn paired_ratios(
     out
 }
 
+/// Aggregates the runs of one cell into a row.
 fn aggregate(workload: Workload, target: Target, threads: usize, runs: Vec<Measurement>) -> Row {
     let mut rates: Vec<f64> = runs.iter().map(|m| m.ops as f64 / m.secs).collect();
     let mut lat = run::histogram();
