@@ -397,18 +397,23 @@ fn median(xs: &mut [f64]) -> f64 {
     }
 }
 
-/// Waits (a few seconds at most) until every frame of the previous run is
-/// back in the arena: its files are freed with its unmapped VMAs, after an
-/// epoch grace period, and the next run fills files as large as the arena
-/// (`vmspace bench page_fault3 --threads 1` ran out of frames on its second
-/// run without this). Only after runs with files: after page_fault1 runs it
-/// made the next runs slower (1.5-2.7 M -> 0.9-2.2 M faults/s, side by side;
-/// not understood).
-fn wait_for_frames(frames: &FrameAllocator) {
+/// Puts the arena back as new before a vmspace run: waits (a few seconds at
+/// most) until every frame of the previous run is back (files are freed with
+/// their unmapped VMAs, after an epoch grace period; `vmspace bench page_fault3
+/// --threads 1` ran out of frames on its second run without this), then puts
+/// the free lists back in address order (`FrameAllocator::redeal`), so that no
+/// run inherits the order in which the runs before it left the frames.
+fn fresh_arena(frames: &FrameAllocator) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while frames.in_use() != 0 && std::time::Instant::now() < deadline {
         vmspace_tree::pin().flush();
         std::thread::yield_now();
+    }
+    if !frames.redeal() {
+        eprintln!(
+            "warning: {} frames still in use; this run starts from the arena as the last one left it",
+            frames.in_use()
+        );
     }
 }
 
@@ -440,16 +445,14 @@ fn measure_one(
             run_host(spec).with_context(|| format!("{} on the host", workload.name()))?
         }
         Target::NoFault if workload == Workload::PageFault3 => {
+            fresh_arena(frames());
             let env = env::WarmEnv(env::VmEnv::new(
                 Strategy::PerVma,
                 frames(),
                 threads,
                 spec.region,
             ));
-            let m = run::measure(&env, spec);
-            drop(env);
-            wait_for_frames(frames());
-            m
+            run::measure(&env, spec)
         }
         Target::NoFault => run::measure(&env::NoFaultEnv, spec),
         Target::Vm(strategy) => {
@@ -457,13 +460,9 @@ fn measure_one(
                 Workload::PageFault2 | Workload::PageFault3 => threads,
                 _ => 0,
             };
+            fresh_arena(frames());
             let env = env::VmEnv::new(strategy, frames(), files, spec.region);
-            let m = run::measure(&env, spec);
-            drop(env);
-            if files > 0 {
-                wait_for_frames(frames());
-            }
-            m
+            run::measure(&env, spec)
         }
     }))
 }
@@ -510,6 +509,37 @@ pub struct RatioRow {
     pub scaling: Vec<(usize, Option<Ratio>)>,
     /// The thread count `scaling` divides by.
     pub base_threads: usize,
+    /// (threads, scaling of the time beyond the control, from the cells'
+    /// median rates) for the other counts, where the workload has a
+    /// `no-fault` control in the run (see [`path_scaling`]).
+    pub path_scaling: Vec<(usize, Option<f64>)>,
+}
+
+/// How the part of a target's time per operation that the `no-fault` control
+/// does not spend scales from `base` threads to `threads`, from rates of one
+/// repeat: `threads / rate` is the time a thread spends per operation, the
+/// control's the time its memory work alone takes at that thread count, and
+/// the difference is what the fault path adds. The result is in the units of
+/// `scaling`: `threads / base` when the added time per operation stays the same
+/// (the path itself scales perfectly), less when it grows (a shared lock or
+/// line). `None` when the difference is not positive (noise larger than it).
+///
+/// A model, not a measurement of the path alone: it assumes the fault's
+/// memory work costs what the control's does at the same thread count. It
+/// separates the machine's memory ceiling (page_fault1's zeroing, whose
+/// control scales 1.5-1.7x on the 2-core VM) from the fault path.
+pub fn path_scaling(
+    base: usize,
+    threads: usize,
+    (rate_base, control_base): (f64, f64),
+    (rate, control): (f64, f64),
+) -> Option<f64> {
+    let added = |t: usize, r: f64, c: f64| t as f64 / r - t as f64 / c;
+    let (a0, a1) = (
+        added(base, rate_base, control_base),
+        added(threads, rate, control),
+    );
+    (a0 > 0.0 && a1 > 0.0).then(|| threads as f64 / base as f64 * a0 / a1)
 }
 
 /// The ratios of rates measured in the same repeat (see `RatioRow`): a drift
@@ -528,6 +558,7 @@ fn paired_ratios(
     let lock = targets
         .iter()
         .position(|&t| t == Target::Vm(Strategy::MmapLock));
+    let control = targets.iter().position(|&t| t == Target::NoFault);
     let mut out = Vec::new();
     for (i, &target) in targets.iter().enumerate() {
         if skipped[i].is_some() {
@@ -547,12 +578,39 @@ fn paired_ratios(
             .skip(1)
             .map(|(c, &t)| (t, pairs(&runs[c][i], &runs[0][i])))
             .collect();
+        // From the medians of the four cells: per repeat, the difference of
+        // two noisy times swung from 0.2 to 16 on the 2-core VM.
+        let med = |ms: &[Measurement]| median(&mut ms.iter().map(rate).collect::<Vec<_>>());
+        let path = match control {
+            Some(k)
+                if k != i
+                    && skipped[k].is_none()
+                    && !runs[0][k].is_empty()
+                    && !runs[0][i].is_empty() =>
+            {
+                counts
+                    .iter()
+                    .enumerate()
+                    .skip(1)
+                    .filter(|&(c, _)| !runs[c][i].is_empty() && !runs[c][k].is_empty())
+                    .map(|(c, &t)| {
+                        let base = (med(&runs[0][i]), med(&runs[0][k]));
+                        (
+                            t,
+                            path_scaling(counts[0], t, base, (med(&runs[c][i]), med(&runs[c][k]))),
+                        )
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         out.push(RatioRow {
             workload,
             strategy: target.name().to_string(),
             vs_mmap_lock,
             scaling,
             base_threads: counts[0],
+            path_scaling: path,
         });
     }
     out
@@ -914,4 +972,26 @@ fn run_lookup(plan: &Plan, threads: usize, bar: &ProgressBar) -> Vec<Row> {
         }
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_scaling;
+
+    #[test]
+    fn path_scaling_is_threads_over_base_when_the_added_time_is_constant() {
+        // 1 thread: 500 ns a fault, 300 of them the control's; 2 threads:
+        // 700 ns, 500 the control's. The fault adds 200 ns either way.
+        let got = path_scaling(1, 2, (1.0 / 500.0, 1.0 / 300.0), (2.0 / 700.0, 2.0 / 500.0));
+        assert!((got.unwrap() - 2.0).abs() < 1e-12);
+        // The added time doubles at 2 threads: no gain from the second thread.
+        let got = path_scaling(1, 2, (1.0 / 500.0, 1.0 / 300.0), (2.0 / 900.0, 2.0 / 500.0));
+        assert!((got.unwrap() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn path_scaling_is_none_when_the_target_is_not_slower_than_its_control() {
+        assert_eq!(path_scaling(1, 2, (2.0, 1.0), (2.0, 1.0)), None);
+        assert_eq!(path_scaling(1, 2, (1.0, 2.0), (1.0, 1.0)), None);
+    }
 }

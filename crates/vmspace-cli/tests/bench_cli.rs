@@ -166,3 +166,78 @@ fn tiny_bench_writes_sound_json() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Two thread counts and the control: the scaling ratio is the quotient of the
+/// rows' rates (one repeat), and the path scaling follows from the four rows.
+#[test]
+fn scaling_and_path_scaling_follow_from_the_rows() {
+    let json =
+        std::env::temp_dir().join(format!("vmspace-bench-scaling-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_vmspace"))
+        .args([
+            "bench",
+            "page_fault1",
+            "--quick",
+            "--strategy",
+            "per-vma,no-fault",
+        ])
+        .args(["--seconds", "0.05", "--threads", "1,2", "--repeat", "1"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).ok();
+    let rate = |s: &str, t: u64| {
+        doc["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["strategy"] == s && r["threads"] == t)
+            .unwrap_or_else(|| panic!("no row {s} {t}"))["ops_per_sec"]
+            .as_f64()
+            .unwrap()
+    };
+    let (r1, r2, c1, c2) = (
+        rate("per-vma", 1),
+        rate("per-vma", 2),
+        rate("no-fault", 1),
+        rate("no-fault", 2),
+    );
+    let row = doc["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["strategy"] == "per-vma")
+        .expect("per-vma ratios");
+    let sc = &row["scaling"][0];
+    assert_eq!(
+        (sc["threads"].as_u64(), sc["base_threads"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let got = sc["ratio"]["median"].as_f64().unwrap();
+    assert!((got - r2 / r1).abs() < 1e-9, "scaling {got} vs {}", r2 / r1);
+    let path = &row["path_scaling"];
+    assert_eq!(path.as_array().unwrap().len(), 1, "{row}");
+    let (a1, a2) = (1.0 / r1 - 1.0 / c1, 2.0 / r2 - 2.0 / c2);
+    match path[0]["ratio"].as_f64() {
+        Some(got) => {
+            let want = 2.0 * a1 / a2;
+            assert!((got - want).abs() < 1e-9 * want, "path {got} vs {want}");
+        }
+        None => assert!(a1 <= 0.0 || a2 <= 0.0, "no path scaling for {a1} {a2}"),
+    }
+    // The control itself has none.
+    let control = doc["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["strategy"] == "no-fault")
+        .expect("no-fault ratios");
+    assert_eq!(control["path_scaling"].as_array().unwrap().len(), 0);
+}

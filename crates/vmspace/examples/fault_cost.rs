@@ -5,12 +5,12 @@
 //! `valgrind --tool=cachegrind --cache-sim=no target/release/examples/fault_cost per-vma`.
 //! Strategy from the first argument (`mmap-lock`, `per-vma`, `speculative`);
 //! `anon` as second argument faults private anonymous memory instead;
-//! `ROUNDS` (default 20) sets the number of regions.
+//! `ROUNDS` (default 20) sets the number of regions, `MIB` (default 4) their
+//! size (the bench's page_fault3 maps 128).
 use std::sync::Arc;
 use vmspace::{AddressSpace, Config, File, FrameAllocator, MapFlags, MapSource, Prot, ZeroStore};
 
 const P: u64 = 4096;
-const LEN: u64 = 4 << 20;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -24,7 +24,12 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    let frames = Arc::new(FrameAllocator::new(3 * LEN).unwrap());
+    let len: u64 = std::env::var("MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4)
+        << 20;
+    let frames = Arc::new(FrameAllocator::new(3 * len).unwrap());
     let s = AddressSpace::new(
         Config {
             strategy,
@@ -32,8 +37,9 @@ fn main() {
         },
         frames.clone(),
     );
-    let file = Arc::new(File::new(LEN / P, Box::new(ZeroStore), frames));
+    let file = Arc::new(File::new(len / P, Box::new(ZeroStore), frames));
     let mut cpu = s.cpu();
+    let started = std::time::Instant::now();
     for _ in 0..rounds {
         let (flags, source) = if anon {
             (MapFlags::default(), MapSource::Anon)
@@ -49,11 +55,13 @@ fn main() {
                 },
             )
         };
-        let a = s.mmap(0, LEN, Prot::READ_WRITE, flags, source).unwrap();
-        for i in 0..LEN / P {
+        let a = s.mmap(0, len, Prot::READ_WRITE, flags, source).unwrap();
+        for i in 0..len / P {
             cpu.write_u8(a + i * P, 1).unwrap();
         }
-        s.munmap(a, LEN).unwrap();
+        s.munmap(a, len).unwrap();
     }
-    println!("{} faults", rounds * LEN / P);
+    let faults = rounds * len / P;
+    let secs = started.elapsed().as_secs_f64();
+    println!("{faults} faults, {:.2} M/s", faults as f64 / secs / 1e6);
 }

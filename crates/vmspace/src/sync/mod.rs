@@ -13,7 +13,8 @@
 //!      │  └─ frame free list
 //!      └─ PTE lock (one per last-level table; mremap holds two, the lower
 //!         │        address first)
-//!         └─ frame free lists (FrameAllocator: the steal lock, then one list)
+//!         └─ frame free lists (FrameAllocator: the steal lock, then one list;
+//!                              `redeal`, with no frame out: all, in order)
 //! Cpu registry lock (shootdown): a leaf, taken under the address-space lock
 //! ```
 //!
