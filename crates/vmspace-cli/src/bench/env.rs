@@ -77,7 +77,7 @@ pub trait Env: Sync {
 /// mapping. Each thread owns a buffer of the region's size, allocated and
 /// touched once; a "write" zeroes the 4 KiB page under the address (what a
 /// fault does to a fresh frame) and stores the byte. vmspace's faults zero
-/// their frames the same way, so the ratio of the 2-thread to the 1-thread
+/// their frames the same way (`memset`), so the ratio of the 2-thread to the 1-thread
 /// rate is what this machine's memory allows the zeroing: the ceiling of
 /// `page_fault1`'s scaling whatever the fault path does. (`page_fault3`
 /// zeroes nothing: its control is [`WarmEnv`].)
