@@ -126,8 +126,9 @@ pub struct Args {
     #[arg(long)]
     seconds: Option<f64>,
     /// Strategies, comma-separated: mmap-lock, per-vma, speculative, host,
-    /// and no-fault, the control of page_fault1 and page_fault3: their page
-    /// writes with no fault (default: all). Does not apply to lookup.
+    /// and no-fault, the control of page_fault1, 2 and 3: their page work
+    /// (zeroing, copying, writing) with no fault (default: all). Does not
+    /// apply to lookup.
     #[arg(long, value_delimiter = ',')]
     strategy: Vec<String>,
     /// Write the results as JSON to this file.
@@ -170,9 +171,10 @@ pub struct HostArgs {
 enum Target {
     Vm(Strategy),
     Host,
-    /// The controls: `page_fault1`'s page zeroing and writes with no fault
-    /// (`env::NoFaultEnv`), `page_fault3`'s writes to a mapping with every
-    /// entry present (`env::WarmEnv`).
+    /// The controls: `page_fault1`'s page zeroing and `page_fault2`'s page
+    /// copies, with their writes, with no fault (`env::NoFaultEnv`);
+    /// `page_fault3`'s writes to a mapping with every entry present
+    /// (`env::WarmEnv`).
     NoFault,
 }
 
@@ -187,7 +189,11 @@ impl Target {
 
     /// Whether the target has a row for `workload`.
     fn applies(self, workload: Workload) -> bool {
-        self != Target::NoFault || matches!(workload, Workload::PageFault1 | Workload::PageFault3)
+        self != Target::NoFault
+            || matches!(
+                workload,
+                Workload::PageFault1 | Workload::PageFault2 | Workload::PageFault3
+            )
     }
 }
 
@@ -454,7 +460,13 @@ fn measure_one(
             ));
             run::measure(&env, spec)
         }
-        Target::NoFault => run::measure(&env::NoFaultEnv, spec),
+        Target::NoFault => {
+            let env = env::NoFaultEnv {
+                region: spec.region,
+                copies: workload == Workload::PageFault2,
+            };
+            run::measure(&env, spec)
+        }
         Target::Vm(strategy) => {
             let files = match workload {
                 Workload::PageFault2 | Workload::PageFault3 => threads,
@@ -509,37 +521,6 @@ pub struct RatioRow {
     pub scaling: Vec<(usize, Option<Ratio>)>,
     /// The thread count `scaling` divides by.
     pub base_threads: usize,
-    /// (threads, scaling of the time beyond the control, from the cells'
-    /// median rates) for the other counts, where the workload has a
-    /// `no-fault` control in the run (see [`path_scaling`]).
-    pub path_scaling: Vec<(usize, Option<f64>)>,
-}
-
-/// How the part of a target's time per operation that the `no-fault` control
-/// does not spend scales from `base` threads to `threads`, from rates of one
-/// repeat: `threads / rate` is the time a thread spends per operation, the
-/// control's the time its memory work alone takes at that thread count, and
-/// the difference is what the fault path adds. The result is in the units of
-/// `scaling`: `threads / base` when the added time per operation stays the same
-/// (the path itself scales perfectly), less when it grows (a shared lock or
-/// line). `None` when the difference is not positive (noise larger than it).
-///
-/// A model, not a measurement of the path alone: it assumes the fault's
-/// memory work costs what the control's does at the same thread count. It
-/// separates the machine's memory ceiling (page_fault1's zeroing, whose
-/// control scales 1.5-1.7x on the 2-core VM) from the fault path.
-pub fn path_scaling(
-    base: usize,
-    threads: usize,
-    (rate_base, control_base): (f64, f64),
-    (rate, control): (f64, f64),
-) -> Option<f64> {
-    let added = |t: usize, r: f64, c: f64| t as f64 / r - t as f64 / c;
-    let (a0, a1) = (
-        added(base, rate_base, control_base),
-        added(threads, rate, control),
-    );
-    (a0 > 0.0 && a1 > 0.0).then(|| threads as f64 / base as f64 * a0 / a1)
 }
 
 /// The ratios of rates measured in the same repeat (see `RatioRow`): a drift
@@ -558,7 +539,6 @@ fn paired_ratios(
     let lock = targets
         .iter()
         .position(|&t| t == Target::Vm(Strategy::MmapLock));
-    let control = targets.iter().position(|&t| t == Target::NoFault);
     let mut out = Vec::new();
     for (i, &target) in targets.iter().enumerate() {
         if skipped[i].is_some() {
@@ -578,39 +558,12 @@ fn paired_ratios(
             .skip(1)
             .map(|(c, &t)| (t, pairs(&runs[c][i], &runs[0][i])))
             .collect();
-        // From the medians of the four cells: per repeat, the difference of
-        // two noisy times swung from 0.2 to 16 on the 2-core VM.
-        let med = |ms: &[Measurement]| median(&mut ms.iter().map(rate).collect::<Vec<_>>());
-        let path = match control {
-            Some(k)
-                if k != i
-                    && skipped[k].is_none()
-                    && !runs[0][k].is_empty()
-                    && !runs[0][i].is_empty() =>
-            {
-                counts
-                    .iter()
-                    .enumerate()
-                    .skip(1)
-                    .filter(|&(c, _)| !runs[c][i].is_empty() && !runs[c][k].is_empty())
-                    .map(|(c, &t)| {
-                        let base = (med(&runs[0][i]), med(&runs[0][k]));
-                        (
-                            t,
-                            path_scaling(counts[0], t, base, (med(&runs[c][i]), med(&runs[c][k]))),
-                        )
-                    })
-                    .collect()
-            }
-            _ => Vec::new(),
-        };
         out.push(RatioRow {
             workload,
             strategy: target.name().to_string(),
             vs_mmap_lock,
             scaling,
             base_threads: counts[0],
-            path_scaling: path,
         });
     }
     out
@@ -972,26 +925,4 @@ fn run_lookup(plan: &Plan, threads: usize, bar: &ProgressBar) -> Vec<Row> {
         }
     }
     rows
-}
-
-#[cfg(test)]
-mod tests {
-    use super::path_scaling;
-
-    #[test]
-    fn path_scaling_is_threads_over_base_when_the_added_time_is_constant() {
-        // 1 thread: 500 ns a fault, 300 of them the control's; 2 threads:
-        // 700 ns, 500 the control's. The fault adds 200 ns either way.
-        let got = path_scaling(1, 2, (1.0 / 500.0, 1.0 / 300.0), (2.0 / 700.0, 2.0 / 500.0));
-        assert!((got.unwrap() - 2.0).abs() < 1e-12);
-        // The added time doubles at 2 threads: no gain from the second thread.
-        let got = path_scaling(1, 2, (1.0 / 500.0, 1.0 / 300.0), (2.0 / 900.0, 2.0 / 500.0));
-        assert!((got.unwrap() - 1.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn path_scaling_is_none_when_the_target_is_not_slower_than_its_control() {
-        assert_eq!(path_scaling(1, 2, (2.0, 1.0), (2.0, 1.0)), None);
-        assert_eq!(path_scaling(1, 2, (1.0, 2.0), (1.0, 1.0)), None);
-    }
 }

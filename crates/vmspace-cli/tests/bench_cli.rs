@@ -167,16 +167,16 @@ fn tiny_bench_writes_sound_json() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Two thread counts and the control: the scaling ratio is the quotient of the
-/// rows' rates (one repeat), and the path scaling follows from the four rows.
+/// Two thread counts: the scaling ratio is the quotient of the rows' rates
+/// (one repeat); page_fault2 has its no-fault control.
 #[test]
-fn scaling_and_path_scaling_follow_from_the_rows() {
+fn scaling_follows_from_the_rows_and_page_fault2_has_a_control() {
     let json =
         std::env::temp_dir().join(format!("vmspace-bench-scaling-{}.json", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_vmspace"))
         .args([
             "bench",
-            "page_fault1",
+            "page_fault2",
             "--quick",
             "--strategy",
             "per-vma,no-fault",
@@ -198,46 +198,30 @@ fn scaling_and_path_scaling_follow_from_the_rows() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|r| r["strategy"] == s && r["threads"] == t)
+            .find(|r| r["workload"] == "page_fault2" && r["strategy"] == s && r["threads"] == t)
             .unwrap_or_else(|| panic!("no row {s} {t}"))["ops_per_sec"]
             .as_f64()
             .unwrap()
     };
-    let (r1, r2, c1, c2) = (
-        rate("per-vma", 1),
-        rate("per-vma", 2),
-        rate("no-fault", 1),
-        rate("no-fault", 2),
-    );
-    let row = doc["ratios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["strategy"] == "per-vma")
-        .expect("per-vma ratios");
-    let sc = &row["scaling"][0];
-    assert_eq!(
-        (sc["threads"].as_u64(), sc["base_threads"].as_u64()),
-        (Some(2), Some(1))
-    );
-    let got = sc["ratio"]["median"].as_f64().unwrap();
-    assert!((got - r2 / r1).abs() < 1e-9, "scaling {got} vs {}", r2 / r1);
-    let path = &row["path_scaling"];
-    assert_eq!(path.as_array().unwrap().len(), 1, "{row}");
-    let (a1, a2) = (1.0 / r1 - 1.0 / c1, 2.0 / r2 - 2.0 / c2);
-    match path[0]["ratio"].as_f64() {
-        Some(got) => {
-            let want = 2.0 * a1 / a2;
-            assert!((got - want).abs() < 1e-9 * want, "path {got} vs {want}");
-        }
-        None => assert!(a1 <= 0.0 || a2 <= 0.0, "no path scaling for {a1} {a2}"),
+    for s in ["per-vma", "no-fault"] {
+        let (r1, r2) = (rate(s, 1), rate(s, 2));
+        assert!(r1 > 0.0 && r2 > 0.0);
+        let row = doc["ratios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["strategy"] == s)
+            .unwrap_or_else(|| panic!("{s}: no ratios"));
+        let sc = &row["scaling"][0];
+        assert_eq!(
+            (sc["threads"].as_u64(), sc["base_threads"].as_u64()),
+            (Some(2), Some(1))
+        );
+        let got = sc["ratio"]["median"].as_f64().unwrap();
+        assert!(
+            (got - r2 / r1).abs() < 1e-9,
+            "{s}: scaling {got} vs {}",
+            r2 / r1
+        );
     }
-    // The control itself has none.
-    let control = doc["ratios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["strategy"] == "no-fault")
-        .expect("no-fault ratios");
-    assert_eq!(control["path_scaling"].as_array().unwrap().len(), 0);
 }

@@ -3,6 +3,8 @@
 //! ([`HostEnv`], used only inside the host child process). The workload loops
 //! in `run.rs` are generic over it, so both sides run the very same code.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,54 +75,115 @@ pub trait Env: Sync {
     fn minor_faults(&self) -> Option<u64>;
 }
 
-/// The control of `page_fault1`: its page writes without a fault or a
-/// mapping. Each thread owns a buffer of the region's size, allocated and
-/// touched once; a "write" zeroes the 4 KiB page under the address (what a
-/// fault does to a fresh frame) and stores the byte. vmspace's faults zero
-/// their frames the same way (`memset`), so the ratio of the 2-thread to the 1-thread
-/// rate is what this machine's memory allows the zeroing: the ceiling of
-/// `page_fault1`'s scaling whatever the fault path does. (`page_fault3`
-/// zeroes nothing: its control is [`WarmEnv`].)
-pub struct NoFaultEnv;
+/// The controls of `page_fault1` and `page_fault2`: their page writes
+/// without a fault or a mapping. Each thread owns buffers of the region's
+/// size, allocated and touched once.
+///
+/// * `page_fault1` (`MapKind::Anon`): a "write" zeroes the 4 KiB page under
+///   the address (what a fault does to a fresh frame) and stores the byte.
+///   vmspace's faults zero their frames the same way (`memset`), so the ratio
+///   of the 2-thread to the 1-thread rate is what this machine's memory allows
+///   the zeroing: the ceiling of `page_fault1`'s scaling whatever the fault
+///   path does.
+/// * `page_fault2` (`MapKind::FilePrivate`): a "write" copies the page from a
+///   second buffer, which stands for the thread's cached file, word by word
+///   with relaxed atomic loads and stores (how vmspace copies a frame whose
+///   source other threads may be writing), then stores the byte.
+///
+/// The buffers are allocated and touched in [`Env::thread`], before the
+/// measurement starts (256 MiB of host page faults would not fit in the
+/// warm-up). (`page_fault3` zeroes and copies nothing: its control is
+/// [`WarmEnv`].)
+pub struct NoFaultEnv {
+    /// Bytes of each buffer: the workload's region.
+    pub region: u64,
+    /// Whether the workload is `page_fault2` (copies) or `page_fault1` (zeroes).
+    pub copies: bool,
+}
+
+/// A [`NoFaultEnv`] thread's buffers.
+#[derive(Default)]
+pub struct NoFaultBufs {
+    /// The zeroed pages (`page_fault1`).
+    zeroed: Vec<u8>,
+    /// The copies and their source (`page_fault2`), page-aligned like frames.
+    copies: Vec<Page>,
+    file: Vec<Page>,
+}
+
+/// A page of words, aligned as a frame is.
+#[repr(C, align(4096))]
+struct Page([AtomicU64; (PAGE_SIZE / 8) as usize]);
+
+impl Page {
+    fn filled(v: u64) -> Page {
+        Page(std::array::from_fn(|_| AtomicU64::new(v)))
+    }
+}
 
 impl Env for NoFaultEnv {
-    type T = Vec<u8>;
+    type T = NoFaultBufs;
 
-    fn thread(&self) -> Vec<u8> {
-        Vec::new()
-    }
-
-    fn map(&self, buf: &mut Vec<u8>, len: u64, kind: MapKind) -> u64 {
-        assert_eq!(kind, MapKind::Anon, "no-fault runs page_fault1 only");
-        if (buf.len() as u64) < len {
-            // Non-zero, so that the host kernel populates it now, not in the
-            // measured loop.
-            *buf = vec![1u8; len as usize];
+    fn thread(&self) -> NoFaultBufs {
+        let mut b = NoFaultBufs::default();
+        if self.copies {
+            let pages = (self.region / PAGE_SIZE) as usize;
+            b.copies = (0..pages).map(|_| Page::filled(1)).collect();
+            b.file = (0..pages).map(|i| Page::filled(i as u64)).collect();
+        } else {
+            // Non-zero, so that the host kernel populates it now.
+            b.zeroed = vec![1u8; self.region as usize];
         }
-        buf.as_ptr() as u64
+        b
     }
 
-    fn unmap(&self, _: &mut Vec<u8>, _: u64, _: u64) {}
+    fn map(&self, b: &mut NoFaultBufs, len: u64, kind: MapKind) -> u64 {
+        let (base, size) = match kind {
+            MapKind::Anon => (b.zeroed.as_ptr() as u64, b.zeroed.len() as u64),
+            MapKind::FilePrivate(_) => {
+                (b.copies.as_ptr() as u64, b.copies.len() as u64 * PAGE_SIZE)
+            }
+            _ => unreachable!("no-fault runs page_fault1 and page_fault2 only"),
+        };
+        assert!(
+            len <= size,
+            "no-fault buffers are {size} bytes, asked for {len}"
+        );
+        base
+    }
 
-    fn protect_ro(&self, _: &mut Vec<u8>, _: u64, _: u64) {
-        unreachable!("no-fault runs page_fault1 only")
+    fn unmap(&self, _: &mut NoFaultBufs, _: u64, _: u64) {}
+
+    fn protect_ro(&self, _: &mut NoFaultBufs, _: u64, _: u64) {
+        unreachable!("no-fault runs page_fault1 and page_fault2 only")
     }
 
     #[inline]
-    fn write(&self, buf: &mut Vec<u8>, addr: u64) {
-        let off = (addr - buf.as_ptr() as u64) as usize;
+    fn write(&self, b: &mut NoFaultBufs, addr: u64) {
+        let copies = b.copies.as_ptr() as u64;
+        if (copies..copies + b.copies.len() as u64 * PAGE_SIZE).contains(&addr) {
+            let off = (addr - copies) as usize;
+            let page = off / PAGE_SIZE as usize;
+            let (dst, src) = (&b.copies[page].0, &b.file[page].0);
+            for (d, s) in dst.iter().zip(src) {
+                d.store(s.load(Relaxed), Relaxed);
+            }
+            dst[off % PAGE_SIZE as usize / 8].store(1, Relaxed);
+            return;
+        }
+        let off = (addr - b.zeroed.as_ptr() as u64) as usize;
         let page = off & !(PAGE_SIZE as usize - 1);
-        buf[page..page + PAGE_SIZE as usize].fill(0);
-        buf[off] = 1;
-        std::hint::black_box(&mut buf[off]);
+        b.zeroed[page..page + PAGE_SIZE as usize].fill(0);
+        b.zeroed[off] = 1;
+        std::hint::black_box(&mut b.zeroed[off]);
     }
 
-    fn read(&self, buf: &mut Vec<u8>, addr: u64) {
-        let off = (addr - buf.as_ptr() as u64) as usize;
-        std::hint::black_box(buf[off]);
+    fn read(&self, b: &mut NoFaultBufs, addr: u64) {
+        let off = (addr - b.zeroed.as_ptr() as u64) as usize;
+        std::hint::black_box(b.zeroed[off]);
     }
 
-    fn read_maps(&self, _: &mut Vec<u8>) -> usize {
+    fn read_maps(&self, _: &mut NoFaultBufs) -> usize {
         0
     }
 

@@ -353,8 +353,8 @@ pub fn ratio_table(rows: &[RatioRow]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<12} {:<12} {:<44} {:<32} path scaling",
-        "workload", "strategy", "vs mmap-lock", "scaling"
+        "{:<12} {:<12} {:<44} scaling",
+        "workload", "strategy", "vs mmap-lock"
     );
     for r in rows {
         let vs = r
@@ -369,31 +369,13 @@ pub fn ratio_table(rows: &[RatioRow]) -> String {
             .map(|&(t, x)| format!("{t}t/{}t {}", r.base_threads, ratio_cell(x)))
             .collect::<Vec<_>>()
             .join("  ");
-        let path = r
-            .path_scaling
-            .iter()
-            .map(|&(t, x)| match x {
-                Some(x) => format!("{t}t/{}t {x:.2}", r.base_threads),
-                None => format!("{t}t/{}t -", r.base_threads),
-            })
-            .collect::<Vec<_>>()
-            .join("  ");
         let _ = writeln!(
             out,
-            "{:<12} {:<12} {:<44} {:<32} {}",
+            "{:<12} {:<12} {:<44} {}",
             r.workload.name(),
             r.strategy,
             if vs.is_empty() { "-".into() } else { vs },
-            if sc.is_empty() { "-".into() } else { sc },
-            if path.is_empty() { "-".into() } else { path }
-        );
-    }
-    if rows.iter().any(|r| !r.path_scaling.is_empty()) {
-        let _ = writeln!(
-            out,
-            "path scaling (from the median rates): how the time a fault adds to its control's \
-             memory work scales; threads/base when that time stays constant (a model, see \
-             `path_scaling` in bench.rs)"
+            if sc.is_empty() { "-".into() } else { sc }
         );
     }
     out
@@ -412,7 +394,6 @@ fn ratio_row_json(r: &RatioRow) -> Value {
         "strategy": r.strategy,
         "vs_mmap_lock": r.vs_mmap_lock.iter().map(|&(t, x)| json!({"threads": t, "ratio": ratio_json(x)})).collect::<Vec<_>>(),
         "scaling": r.scaling.iter().map(|&(t, x)| json!({"threads": t, "base_threads": r.base_threads, "ratio": ratio_json(x)})).collect::<Vec<_>>(),
-        "path_scaling": r.path_scaling.iter().map(|&(t, x)| json!({"threads": t, "base_threads": r.base_threads, "ratio": x})).collect::<Vec<_>>(),
     })
 }
 
