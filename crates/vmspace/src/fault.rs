@@ -289,6 +289,7 @@ impl AddressSpace {
     /// hit needs no epoch guard (a pin costs a full fence: a tenth of a
     /// page-cache-hit fault); a tree lookup pins `g`, and what it returns is
     /// valid while `g` (not cached) or `cache` (cached) lives.
+    #[inline(always)]
     fn find_vma<'a>(
         &'a self,
         cache: &'a mut RefMut<'_, VmaCache>,

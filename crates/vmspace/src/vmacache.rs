@@ -67,6 +67,7 @@ impl VmaCache {
 
     /// The index of the cached, attached VMA containing `addr`; drops the
     /// detached entries.
+    #[inline(always)]
     pub(crate) fn lookup(&mut self, addr: u64) -> Option<usize> {
         if !self.enabled {
             return None;
