@@ -177,6 +177,7 @@ impl AddressSpace {
     }
 
     /// The per-VMA path; `None` means "fall back to the lock path".
+    #[inline(always)]
     fn fault_per_vma(
         &self,
         stats: &FaultCounters,
