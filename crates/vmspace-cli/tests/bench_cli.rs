@@ -5,8 +5,14 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// The tests of this file run one at a time: two benches at once on a 2-core
+/// machine preempt each other's main thread between the reads of a run's
+/// operation count and its fault counters, which the first test compares.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn tiny_bench_writes_sound_json() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir().join(format!("vmspace-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("results.json");
@@ -171,6 +177,7 @@ fn tiny_bench_writes_sound_json() {
 /// (one repeat); page_fault2 has its no-fault control.
 #[test]
 fn scaling_follows_from_the_rows_and_page_fault2_has_a_control() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let json =
         std::env::temp_dir().join(format!("vmspace-bench-scaling-{}.json", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_vmspace"))

@@ -310,16 +310,20 @@ pub fn measure<E: Env>(env: &E, spec: &Spec) -> Measurement {
             std::thread::sleep(secs(spec.seconds));
             sh.record.store(REC_OFF, Relaxed);
             let c1 = sh.total();
+            // Right after the ops, so that both count the same window.
+            let stats1 = env.fault_stats();
             Measurement {
                 ops: c1 - c0,
                 secs: t0.elapsed().as_secs_f64(),
                 lat: histogram(),
-                stats: None,
+                stats: delta(stats0, stats1),
                 minflt: None,
                 mixed: None,
             }
         };
-        m.stats = delta(stats0, env.fault_stats());
+        if mixed {
+            m.stats = delta(stats0, env.fault_stats());
+        }
         m.minflt = match (mf0, env.minor_faults()) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
