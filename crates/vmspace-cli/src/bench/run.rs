@@ -301,8 +301,10 @@ pub fn measure<E: Env>(env: &E, spec: &Spec) -> Measurement {
         sh.ready.wait();
         std::thread::sleep(secs(spec.warmup));
         let (stats0, mf0) = (env.fault_stats(), env.minor_faults());
-        let mut m = if mixed {
-            control_mixed(spec, &sh)
+        // The fault counters are read right after the op counts, so that
+        // both count the same window.
+        let (mut m, stats1) = if mixed {
+            (control_mixed(spec, &sh), env.fault_stats())
         } else {
             let c0 = sh.total();
             let t0 = Instant::now();
@@ -310,20 +312,18 @@ pub fn measure<E: Env>(env: &E, spec: &Spec) -> Measurement {
             std::thread::sleep(secs(spec.seconds));
             sh.record.store(REC_OFF, Relaxed);
             let c1 = sh.total();
-            // Right after the ops, so that both count the same window.
             let stats1 = env.fault_stats();
-            Measurement {
+            let m = Measurement {
                 ops: c1 - c0,
                 secs: t0.elapsed().as_secs_f64(),
                 lat: histogram(),
-                stats: delta(stats0, stats1),
+                stats: None,
                 minflt: None,
                 mixed: None,
-            }
+            };
+            (m, stats1)
         };
-        if mixed {
-            m.stats = delta(stats0, env.fault_stats());
-        }
+        m.stats = delta(stats0, stats1);
         m.minflt = match (mf0, env.minor_faults()) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
