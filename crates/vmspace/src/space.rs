@@ -85,6 +85,12 @@ pub struct Config {
     /// Largest size a `MAP_GROWSDOWN` stack may grow to (Linux's
     /// `RLIMIT_STACK`, 8 MiB by default).
     pub stack_limit: u64,
+    /// Whether the CPU has protection keys, so that an execute-only mapping
+    /// (`PROT_EXEC` alone) gets Linux's execute-only key: it cannot be read,
+    /// and the key is a VMA attribute that keeps it from merging with (or
+    /// sharing an anonymous object with) a neighbour without it. Linux does
+    /// this on x86-64 CPUs with PKU; `vmspace replay` sets it from the host.
+    pub exec_only_pkey: bool,
 }
 
 impl Default for Config {
@@ -95,6 +101,7 @@ impl Default for Config {
             mmap_min_addr: 0x10000,
             mmap_base: 0x7f00_0000_0000,
             stack_limit: 8 << 20,
+            exec_only_pkey: false,
         }
     }
 }
