@@ -36,7 +36,7 @@ mod imp {
     }
 
     /// Runs `drop(garbage)` once every thread pinned now has unpinned.
-    pub(crate) fn defer_drop<G: Send + 'static>(guard: &Guard, garbage: G) {
+    pub fn defer_drop<G: Send + 'static>(guard: &Guard, garbage: G) {
         guard.defer(move || drop(garbage));
     }
 }
@@ -88,7 +88,7 @@ mod imp {
     }
 
     /// Runs `drop(garbage)` once no thread is pinned (`guard` is the caller's).
-    pub(crate) fn defer_drop<G: Send + 'static>(_guard: &Guard, garbage: G) {
+    pub fn defer_drop<G: Send + 'static>(_guard: &Guard, garbage: G) {
         COLLECTOR.lock().unwrap().garbage.push(Box::new(garbage));
     }
 
@@ -127,4 +127,4 @@ mod imp {
 #[cfg(loom)]
 pub use imp::sync_with_collector;
 pub(crate) use imp::*;
-pub use imp::{pin, Guard};
+pub use imp::{defer_drop, pin, Guard};

@@ -1,112 +1,30 @@
-//! `Cpu`: how a thread touches user memory, and the shootdown protocol that
-//! makes "after munmap returns, nobody uses the old translation" true.
+//! `Cpu`: how a thread touches user memory, in access sections that the
+//! shootdown (`tlb.rs`) waits for.
 //!
 //! # Access sections
 //!
 //! A `Cpu` keeps no translation between accesses (per-`Cpu` TLBs come later).
-//! Each access is a short *access section*: `seq` becomes odd, the PTE is read
-//! and the frame accessed, `seq` becomes even. Nothing blocks inside a section;
+//! Each access is a short *access section* (`tlb.rs`): the `Cpu`'s section
+//! counter becomes odd, the PTE is read and the frame accessed, the counter
+//! becomes even. Nothing blocks inside a section;
 //! a missing or insufficient PTE ends the section and runs the fault path
 //! outside it, then the access starts over.
 //!
 //! # Shootdown
 //!
-//! A writer that clears a PTE or removes a permission calls
-//! [`CpuRegistry::shootdown`] before it drops the frame's reference or returns
-//! to its caller: for every registered `Cpu` whose `seq` is odd, it waits until
-//! `seq` changes. The Cpu side is `seq += 1; load PTE`, the writer side is
-//! `store PTE; read seq`, a store-buffering pattern. The writer reads `seq`
-//! with a read-modify-write (`fetch_add(0)`), so the two meet in `seq`'s
-//! modification order: if the Cpu's increment comes first, the writer sees
-//! the section (and waits for it to end); otherwise the increment reads from
-//! the writer's RMW, which publishes the cleared PTE (release/acquire), so the
-//! Cpu's PTE load sees it. This does not rely on a SeqCst total order (loom
-//! reported a store through a shot-down entry with a plain SeqCst load, which
-//! loom models as acquire). The Cpu's exit is a Release increment and the
-//! writer's wait an Acquire load, so the Cpu's last access to the frame
-//! happens before the writer frees it.
-//!
-//! Cost: a shootdown writes the cache line of every registered `Cpu` (a real
-//! shootdown interrupts them instead). Idle `Cpu`s (even `seq`) are not waited
-//! for: this is where isolated CPUs will be spared later.
-//!
-//! Locks: the registry mutex is a leaf (taken under the address-space lock or a
-//! VMA lock, nothing under it).
+//! The writer's side, and why an access section cannot use a translation
+//! removed before a shootdown, is in `tlb.rs`.
 
 use crate::error::{Access, Fault};
 use crate::frame::{FrameId, PAGE_SIZE};
 use crate::pagetable::Pte;
 use crate::space::AddressSpace;
-use crate::sync::{fence, spin_wait, AtomicU64, Mutex, Ordering};
+use crate::sync::Ordering;
+use crate::tlb::CpuState;
 use crate::vma::SeqHint;
 use crate::vmacache::VmaCache;
 use std::cell::RefCell;
 use std::sync::Arc;
-
-/// Per-`Cpu` state shared with writers: the access-section counter and the
-/// fault counters (written by the owning thread only).
-pub(crate) struct CpuState {
-    seq: AtomicU64,
-    pub(crate) stats: crate::stats::FaultCounters,
-}
-
-/// The `Cpu`s of one address space.
-pub(crate) struct CpuRegistry {
-    cpus: Mutex<Vec<Arc<CpuState>>>,
-    /// Counters of `Cpu`s that were dropped.
-    pub(crate) retired: crate::stats::FaultCounters,
-}
-
-impl Default for CpuRegistry {
-    fn default() -> Self {
-        CpuRegistry {
-            cpus: Mutex::new(Vec::new()),
-            retired: Default::default(),
-        }
-    }
-}
-
-impl CpuRegistry {
-    fn register(&self) -> Arc<CpuState> {
-        let s = Arc::new(CpuState {
-            seq: AtomicU64::new(0),
-            stats: Default::default(),
-        });
-        self.cpus.lock().push(s.clone());
-        s
-    }
-
-    fn unregister(&self, state: &Arc<CpuState>) {
-        self.retired.add(&state.stats);
-        self.cpus.lock().retain(|s| !Arc::ptr_eq(s, state));
-    }
-
-    /// Waits until no `Cpu` can still use a translation removed before this
-    /// call. See the module documentation.
-    pub(crate) fn shootdown(&self) {
-        fence(Ordering::SeqCst);
-        let cpus = self.cpus.lock();
-        for c in cpus.iter() {
-            // A read-modify-write, not a load (see the module documentation).
-            let s = c.seq.fetch_add(0, Ordering::SeqCst);
-            if s & 1 == 1 {
-                let mut spins = 0u32;
-                while c.seq.load(Ordering::Acquire) == s {
-                    spin_wait(&mut spins);
-                }
-            }
-        }
-    }
-
-    /// Sum of the counters of all `Cpu`s, live and dropped.
-    pub(crate) fn totals(&self) -> crate::stats::FaultStats {
-        let mut t = self.retired.snapshot();
-        for c in self.cpus.lock().iter() {
-            t += c.stats.snapshot();
-        }
-        t
-    }
-}
 
 /// Whether a new `Cpu`'s VMA cache is on (see `vmacache.rs`). On: one thread,
 /// page_fault1 with and without a read before each write, 1 or 1001 VMAs,
@@ -178,14 +96,12 @@ impl Cpu {
 
     #[inline]
     fn enter(&self) {
-        // SeqCst RMW: ordered before the PTE load (see the module documentation).
-        self.state.seq.fetch_add(1, Ordering::SeqCst);
+        self.state.enter();
     }
 
     #[inline]
     fn exit(&self) {
-        // Release: the access happens before a writer that sees the new value.
-        self.state.seq.fetch_add(1, Ordering::Release);
+        self.state.exit();
     }
 
     /// Loads a byte.

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! handle_fault
-//!   mmap-lock:    fault_locked                       (address-space lock, read)
-//!   per-vma:      fault_per_vma  -> fault_locked on fallback
-//!   speculative:  fault_speculative -> fault_per_vma -> fault_locked
+//!   mmap-lock:    fault_with_mmap_lock                       (address-space lock, read)
+//!   per-vma:      fault_per_vma  -> fault_with_mmap_lock on fallback
+//!   speculative:  fault_speculative -> fault_per_vma -> fault_with_mmap_lock
 //! each of them:   find the VMA, then fault_in_vma (shared by all three)
 //! ```
 //!
@@ -44,18 +44,19 @@
 //!   It also leaves writers one shared word fewer to dirty.
 //!
 //!   `madvise(DONTNEED)` marks no VMA; a fault racing it installs only if the
-//!   PTE is still what it saw (`try_install`), as on the per-vma path, and an
+//!   PTE is still what it saw (`PteTable::install`), as on the per-vma path, and an
 //!   entry installed after the zap is a fault that came after the advice.
 //!
 //! A fault that must wait for I/O (a page of a slow backing store) drops every
 //! lock it holds, reads the page with nothing held, and starts over (Linux's
 //! `VM_FAULT_RETRY`): writers never wait for someone else's I/O.
 
+use crate::config::Strategy;
 use crate::error::{Access, Fault, FaultCause};
-use crate::frame::{FrameId, PAGE_SIZE};
+use crate::frame::{FrameId, Owner, PAGE_SIZE};
 use crate::object::{AnonObject, File, FillError};
-use crate::pagetable::{Pte, PteTable};
-use crate::space::{AddressSpace, Strategy};
+use crate::pagetable::{NotInstalled, Pte, PteTable};
+use crate::space::AddressSpace;
 use crate::stats::{Counter, FaultCounters};
 use crate::sync::{AtomicU64, Ordering};
 use crate::vma::{Backing, SeqHint, Vma};
@@ -67,13 +68,6 @@ use std::sync::Arc;
 const MAX_WRITER_WAITS: u32 = 4;
 /// Spin iterations of one wait (a few microseconds).
 const WRITER_WAIT_SPINS: u32 = 4096;
-
-/// What `try_install` did.
-enum Installed {
-    Yes,
-    Raced,
-    Stale,
-}
 
 /// What `fault_in_vma` did.
 pub(crate) enum Step {
@@ -91,23 +85,23 @@ pub(crate) enum Step {
 pub(crate) enum Validate<'a> {
     /// The VMA is stable (address-space lock or VMA lock held).
     Locked,
-    /// Speculative: install only if the sequence still has this value.
-    Seq(&'a AtomicU64, u64),
+    /// Speculative: install only if the VMA's lock word still has this value.
+    LockWord(&'a AtomicU64, u64),
 }
 
 impl Validate<'_> {
     fn still_valid(&self) -> bool {
         match *self {
             Validate::Locked => true,
-            Validate::Seq(seq, start) => {
-                seq.load(Ordering::SeqCst) == start
+            Validate::LockWord(word, seen) => {
+                word.load(Ordering::SeqCst) == seen
                     || crate::debug::broken(crate::debug::ProtocolBreak::SkipRevalidation)
             }
         }
     }
 
     fn speculative(&self) -> bool {
-        matches!(self, Validate::Seq(..))
+        matches!(self, Validate::LockWord(..))
     }
 }
 
@@ -143,11 +137,16 @@ impl AddressSpace {
         if self.strategy() != Strategy::MmapLock {
             stats.bump(Counter::Fallback);
         }
-        self.fault_locked(stats, addr, access)
+        self.fault_with_mmap_lock(stats, addr, access)
     }
 
     /// The lock path: the address-space lock held for reading.
-    fn fault_locked(&self, stats: &FaultCounters, addr: u64, access: Access) -> Result<(), Fault> {
+    fn fault_with_mmap_lock(
+        &self,
+        stats: &FaultCounters,
+        addr: u64,
+        access: Access,
+    ) -> Result<(), Fault> {
         loop {
             let lock = self.read_lock();
             let g = vmspace_tree::pin();
@@ -191,7 +190,7 @@ impl AddressSpace {
             let mut g = None;
             let mut c = cache.borrow_mut();
             let vma = self.find_vma(&mut c, addr, &mut g)?;
-            if !vma.try_read_lock(self.mm_seq(), hint) {
+            let Some(locked) = vma.try_read_lock(self.mm_seq(), hint) else {
                 // The VMA is being changed (often a merge or split next to
                 // it, a short write section) or was replaced. Waiting a few
                 // microseconds for the section to end and looking again is
@@ -207,9 +206,9 @@ impl AddressSpace {
                     continue;
                 }
                 return None;
-            }
+            };
             let step = self.fault_in_vma(vma, addr, access, &Validate::Locked);
-            vma.read_unlock();
+            drop(locked);
             match step {
                 Err(c) => return Some(Err(fault(addr, access, c))),
                 Ok(Step::Wait(file, pgoff)) => {
@@ -254,7 +253,10 @@ impl AddressSpace {
         access: Access,
     ) -> Option<Result<(), Fault>> {
         for _ in 0..3 {
-            let mut g = None;
+            // Pinned for the whole attempt, a cache hit too: the page table
+            // the fault uses may be unlinked meanwhile, and is freed only
+            // after the guards pinned then are gone (`pagetable.rs`).
+            let mut g = Some(vmspace_tree::pin());
             let mut c = cache.borrow_mut();
             let vma = self.find_vma(&mut c, addr, &mut g)?;
             let Some(seen) = vma.speculation_start(self.mm_seq(), hint) else {
@@ -262,7 +264,7 @@ impl AddressSpace {
                 // path waits for it a little, then takes the lock.
                 return None;
             };
-            let validate = Validate::Seq(vma.lock_word(), seen);
+            let validate = Validate::LockWord(vma.lock_word(), seen);
             match self.fault_in_vma(vma, addr, access, &validate) {
                 // An error seen through a possibly stale VMA counts only if
                 // nothing changed since the sequence was read.
@@ -300,7 +302,7 @@ impl AddressSpace {
         if let Some(i) = cache.lookup(addr) {
             return Some(cache.get(i));
         }
-        let g = g.insert(vmspace_tree::pin());
+        let g = g.get_or_insert_with(vmspace_tree::pin);
         let found = self.tree().find(addr, g)?.value;
         match cache.insert(found) {
             Some(i) => Some(cache.get(i)),
@@ -397,33 +399,22 @@ impl AddressSpace {
                 validate,
             ));
         }
-        // Copy-on-write. The source is the zero frame or a page-cache frame,
-        // which the cache keeps alive: dropping our reference after the
-        // switch cannot free it, so no shootdown is needed. A `Cpu` that still
-        // reads it through the old entry sees the content before our write.
-        if !self.ensure_anon(vma, validate) {
+        // Copy-on-write: the entry is replaced by one to a private copy; the
+        // flush drops the source's reference (`tlb.rs`: without a shootdown
+        // unless that frees it). Only the fault whose entry replaced the old
+        // one drops it: a fault that lost the race to another copy must not.
+        let Some(anon) = self.ensure_anon(vma, validate) else {
             return Ok(Step::Fallback);
-        }
-        let src = pte.frame();
-        let new = self.copy_or_zero(src)?;
-        // Only the fault whose entry replaced the old one drops the old
-        // entry's reference: a fault that lost the race to another copy must
-        // not (that was a double put of a page-cache frame, found by
-        // `vmspace torture`: the cached page was freed while still cached).
-        match self.try_install(
+        };
+        let new = self.copy_or_zero(pte.frame())?;
+        self.frames().set_owner(new, anon_owner(anon, vma, page));
+        Ok(self.install(
             table,
             page,
             pte,
             Pte::new(new, bits | Pte::WRITE | Pte::OWNED),
             validate,
-        ) {
-            Installed::Yes => {
-                self.frames().put(src);
-                Ok(Step::Done)
-            }
-            Installed::Raced => Ok(Step::Done),
-            Installed::Stale => Ok(Step::Stale),
-        }
+        ))
     }
 
     fn fault_anon(
@@ -438,13 +429,14 @@ impl AddressSpace {
         if access != Access::Write {
             return Ok(self.install(table, page, Pte(0), Pte::new(FrameId::ZERO, bits), validate));
         }
-        if !self.ensure_anon(vma, validate) {
+        let Some(anon) = self.ensure_anon(vma, validate) else {
             return Ok(Step::Fallback);
-        }
+        };
         let f = self
             .frames()
             .alloc_zeroed()
             .ok_or(FaultCause::OutOfMemory)?;
+        self.frames().set_owner(f, anon_owner(anon, vma, page));
         Ok(self.install(
             table,
             page,
@@ -467,9 +459,14 @@ impl AddressSpace {
         // (Linux prepares the anon_vma first, so even a write past the end of
         // the file leaves the VMA with one, which decides later merges).
         let cow = !vma.shared && access == Access::Write;
-        if cow && !self.ensure_anon(vma, validate) {
-            return Ok(Step::Fallback);
-        }
+        let anon = if cow {
+            match self.ensure_anon(vma, validate) {
+                Some(anon) => Some(anon),
+                None => return Ok(Step::Fallback),
+            }
+        } else {
+            None
+        };
         let pgoff = vma.pgoff_at(page);
         if pgoff >= file.pages() {
             return Err(FaultCause::PastEnd);
@@ -498,6 +495,9 @@ impl AddressSpace {
             .frames()
             .alloc_copy(frame)
             .ok_or(FaultCause::OutOfMemory)?;
+        if let Some(anon) = &anon {
+            self.frames().set_owner(copy, anon_owner(anon, vma, page));
+        }
         Ok(self.install(
             table,
             page,
@@ -507,18 +507,24 @@ impl AddressSpace {
         ))
     }
 
-    /// Gives the VMA its anonymous object if it has none. Speculative faults
-    /// do not (it would change a VMA they hold no lock on): they fall back.
-    fn ensure_anon(&self, vma: &Vma, validate: &Validate<'_>) -> bool {
-        if vma.anon.get().is_some() {
-            return true;
+    /// The VMA's anonymous object, given to it first if it has none.
+    /// Speculative faults do not give one (it would change a VMA they hold
+    /// no lock on): `None` sends them to a locked path.
+    fn ensure_anon<'v>(
+        &self,
+        vma: &'v Vma,
+        validate: &Validate<'_>,
+    ) -> Option<&'v Arc<AnonObject>> {
+        if let Some(a) = vma.anon.get() {
+            return Some(a);
         }
         if validate.speculative() {
-            return false;
+            return None;
         }
-        vma.anon
-            .get_or_init(|| self.neighbour_anon(vma).unwrap_or_default());
-        true
+        Some(
+            vma.anon
+                .get_or_init(|| self.neighbour_anon(vma).unwrap_or_default()),
+        )
     }
 
     /// The anonymous object of an adjacent VMA that `vma` may share (Linux's
@@ -553,10 +559,10 @@ impl AddressSpace {
         f.ok_or(FaultCause::OutOfMemory)
     }
 
-    /// Replaces the entry `expected` by `new` under the PTE lock, if it is
-    /// still `expected` and the fault is still valid. The caller holds one
-    /// frame reference for `new`: the entry takes it, or it is dropped (the
-    /// frame was never visible, so no shootdown is needed).
+    /// Replaces the entry `expected` by `new` if it is still `expected` and
+    /// the fault is still valid (`PteTable::install`), and flushes what that
+    /// replaced (a copy-on-write source). The caller holds one frame
+    /// reference for `new`: the entry takes it, or it is dropped.
     fn install(
         &self,
         table: &PteTable,
@@ -565,38 +571,27 @@ impl AddressSpace {
         new: Pte,
         validate: &Validate<'_>,
     ) -> Step {
-        match self.try_install(table, page, expected, new, validate) {
-            Installed::Stale => Step::Stale,
-            Installed::Yes | Installed::Raced => Step::Done,
+        match table.install(page, expected, new, self.frames(), || {
+            validate.still_valid()
+        }) {
+            Ok(batch) => {
+                self.flush(batch);
+                Step::Done
+            }
+            // Another fault changed the entry first: the access retries and
+            // finds it.
+            Err(NotInstalled::Raced) => Step::Done,
+            Err(NotInstalled::Stale) => Step::Stale,
         }
     }
+}
 
-    /// `install`, saying whether this fault's entry went in (`Yes`), another
-    /// fault changed the entry first (`Raced`: the access retries and finds
-    /// it), or the speculative validation failed (`Stale`).
-    fn try_install(
-        &self,
-        table: &PteTable,
-        page: u64,
-        expected: Pte,
-        new: Pte,
-        validate: &Validate<'_>,
-    ) -> Installed {
-        let g = table.lock();
-        let valid = validate.still_valid();
-        if valid && g.get(page) == expected {
-            g.set(page, new);
-            return Installed::Yes;
-        }
-        drop(g);
-        if new.frame() != expected.frame() || !expected.present() {
-            self.frames().put(new.frame());
-        }
-        if valid {
-            Installed::Raced
-        } else {
-            Installed::Stale
-        }
+/// The owner of a private page at `page` of `vma`, whose anonymous object is
+/// `anon`.
+fn anon_owner(anon: &AnonObject, vma: &Vma, page: u64) -> Owner {
+    Owner::Anon {
+        object: anon.id(),
+        index: vma.pgoff_at(page),
     }
 }
 

@@ -19,13 +19,26 @@
 //! yet, just taken from a free list, is zeroed with plain writes before it is
 //! published (`zero_unshared`); nothing can race with them.
 //!
-//! # Reference counts
+//! # Frame metadata (Linux's `struct page`)
 //!
-//! Each frame has a reference count: one per page-table entry that maps it, one
-//! for the page cache that holds it, one per transient user (a fault copying it).
-//! The last `put` returns the frame to the free list. Callers that remove a
-//! mapping drop its reference only after the TLB shootdown (see `cpu.rs`), so a
-//! frame is never reused while a `Cpu` can still reach it.
+//! Each frame has a [`FrameMeta`]: a reference count, a mapcount and an owner.
+//!
+//! * The reference count: one per page-table entry that maps it, one for the
+//!   page cache that holds it, one per transient user (a fault copying it).
+//!   The last `put` returns the frame to the free list. Callers that remove a
+//!   mapping drop its reference only after the TLB shootdown (`tlb.rs`), so a
+//!   frame is never reused while a `Cpu` can still reach it.
+//! * The mapcount: the page-table entries that map the frame, in every
+//!   address space. Changed only by `pagetable.rs`, under the PTE lock of the
+//!   entry that is set or cleared, so it is exact whenever no PTE lock is held.
+//! * The owner ([`Owner`]): the object the frame holds a page of and the page's
+//!   index there: an anonymous object (private pages) or a file (page-cache
+//!   pages). Set by whoever allocates the frame, before it is published (a PTE
+//!   or page-cache slot store, Release), and cleared by the free; it is the
+//!   reverse map's starting point (which mappings may map this frame).
+//!
+//! The three sit side by side (one 16-byte record a frame), so a fault that
+//! allocates and maps a frame touches one cache line of metadata.
 //!
 //! # The free lists
 //!
@@ -46,6 +59,84 @@
 
 use crate::sync::{AtomicU32, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What a frame holds a page of (see "Frame metadata").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Owner {
+    /// Free, the zero frame, or not yet given an owner.
+    #[default]
+    None,
+    /// Page `index` of the anonymous object with id `object`
+    /// ([`crate::AnonObject::id`]).
+    Anon {
+        /// The anonymous object's id.
+        object: u64,
+        /// The page index (the VMA's page offset of the address).
+        index: u64,
+    },
+    /// Page `index` of the file with id `file` ([`crate::File::id`]).
+    File {
+        /// The file's id.
+        file: u64,
+        /// The page offset in the file.
+        index: u64,
+    },
+}
+
+impl Owner {
+    const TAG_ANON: u64 = 1 << 62;
+    const TAG_FILE: u64 = 2 << 62;
+    const INDEX_BITS: u32 = 36;
+
+    /// Packs the owner into one word: 2 tag bits, a 26-bit object id, a
+    /// 36-bit index (enough for 2^47 bytes of pages). Ids and indexes beyond
+    /// those widths wrap (the owner is then ambiguous, never unsound).
+    fn pack(self) -> u64 {
+        let (tag, id, index) = match self {
+            Owner::None => return 0,
+            Owner::Anon { object, index } => (Self::TAG_ANON, object, index),
+            Owner::File { file, index } => (Self::TAG_FILE, file, index),
+        };
+        let id = id & ((1 << 26) - 1);
+        tag | (id << Self::INDEX_BITS) | (index & ((1 << Self::INDEX_BITS) - 1))
+    }
+
+    fn unpack(w: u64) -> Owner {
+        let id = (w >> Self::INDEX_BITS) & ((1 << 26) - 1);
+        let index = w & ((1 << Self::INDEX_BITS) - 1);
+        match w & (3 << 62) {
+            Self::TAG_ANON => Owner::Anon { object: id, index },
+            Self::TAG_FILE => Owner::File { file: id, index },
+            _ => Owner::None,
+        }
+    }
+
+    /// The owner as packed (ids and index truncated to their widths), for
+    /// comparisons with what a frame records.
+    pub fn normalized(self) -> Owner {
+        Owner::unpack(self.pack())
+    }
+}
+
+/// One frame's metadata (see "Frame metadata").
+struct FrameMeta {
+    refs: AtomicU32,
+    /// Page-table entries mapping the frame (written under their PTE lock).
+    mapcount: AtomicU32,
+    /// [`Owner`], packed (Relaxed: published with the frame by the Release
+    /// store that makes the frame reachable).
+    owner: AtomicU64,
+}
+
+impl FrameMeta {
+    fn new() -> FrameMeta {
+        FrameMeta {
+            refs: AtomicU32::new(0),
+            mapcount: AtomicU32::new(0),
+            owner: AtomicU64::new(0),
+        }
+    }
+}
 
 /// Bytes in a page and in a frame.
 pub const PAGE_SIZE: u64 = 4096;
@@ -98,7 +189,7 @@ fn my_shard() -> usize {
 pub struct FrameAllocator {
     base: *mut AtomicU64,
     frames: u32,
-    refs: Box<[AtomicU32]>,
+    meta: Box<[FrameMeta]>,
     shards: Box<[Shard]>,
     /// Serializes moves between free lists (see `steal_into`).
     steal: Mutex<()>,
@@ -174,7 +265,7 @@ impl FrameAllocator {
         Ok(FrameAllocator {
             base: p.cast(),
             frames,
-            refs: (0..frames).map(|_| AtomicU32::new(0)).collect(),
+            meta: (0..frames).map(|_| FrameMeta::new()).collect(),
             shards: deal(frames),
             steal: Mutex::new(()),
             fail_rate: AtomicU32::new(0),
@@ -265,7 +356,7 @@ impl FrameAllocator {
                 }
             }
         };
-        self.refs[f.0 as usize].store(1, Ordering::Relaxed);
+        self.meta[f.0 as usize].refs.store(1, Ordering::Relaxed);
         Some(f)
     }
 
@@ -355,7 +446,7 @@ impl FrameAllocator {
     /// reference to (or reaches under a lock that keeps it alive).
     pub fn get(&self, f: FrameId) {
         if f != FrameId::ZERO {
-            self.refs[f.0 as usize].fetch_add(1, Ordering::Relaxed);
+            self.meta[f.0 as usize].refs.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -367,7 +458,15 @@ impl FrameAllocator {
             return;
         }
         // AcqRel: all uses of the frame by other holders happen before the free.
-        if self.refs[f.0 as usize].fetch_sub(1, Ordering::AcqRel) == 1 {
+        let meta = &self.meta[f.0 as usize];
+        if meta.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+            debug_assert_eq!(
+                meta.mapcount.load(Ordering::Relaxed),
+                0,
+                "freeing mapped frame {}",
+                f.0
+            );
+            meta.owner.store(0, Ordering::Relaxed);
             if self.poison {
                 self.fill(f, POISON);
             }
@@ -385,14 +484,76 @@ impl FrameAllocator {
     #[inline(always)]
     pub(crate) fn access_point(&self, f: FrameId) {
         #[cfg(loom)]
-        self.refs[f.0 as usize].load(Ordering::Relaxed);
+        self.meta[f.0 as usize].refs.load(Ordering::Relaxed);
         #[cfg(not(loom))]
         let _ = f;
     }
 
     /// Current reference count of a frame (for tests and assertions).
     pub fn refcount(&self, f: FrameId) -> u32 {
-        self.refs[f.0 as usize].load(Ordering::Relaxed)
+        self.meta[f.0 as usize].refs.load(Ordering::Relaxed)
+    }
+
+    /// Drops a reference unless it is the last one; returns whether it did.
+    /// For callers that may free a frame only after a shootdown, and want to
+    /// run one only when the frame would really be freed.
+    pub(crate) fn put_unless_last(&self, f: FrameId) -> bool {
+        if f == FrameId::ZERO {
+            return true;
+        }
+        let refs = &self.meta[f.0 as usize].refs;
+        let mut n = refs.load(Ordering::Relaxed);
+        while n > 1 {
+            // Release: this holder's uses of the frame happen before the
+            // free by whoever drops the last reference (an AcqRel RMW).
+            match refs.compare_exchange_weak(n, n - 1, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+        false
+    }
+
+    /// Page-table entries mapping the frame, over all address spaces (exact
+    /// when no PTE lock is held; 0 for the zero frame, which is not counted).
+    pub fn mapcount(&self, f: FrameId) -> u32 {
+        self.meta[f.0 as usize].mapcount.load(Ordering::Relaxed)
+    }
+
+    /// One more entry maps `f`. Called by `pagetable.rs` under the entry's
+    /// PTE lock.
+    pub(crate) fn mapped(&self, f: FrameId) {
+        if f != FrameId::ZERO {
+            self.meta[f.0 as usize]
+                .mapcount
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One entry fewer maps `f`. Called by `pagetable.rs` under the entry's
+    /// PTE lock.
+    pub(crate) fn unmapped(&self, f: FrameId) {
+        if f != FrameId::ZERO {
+            let before = self.meta[f.0 as usize]
+                .mapcount
+                .fetch_sub(1, Ordering::Relaxed);
+            debug_assert!(before > 0, "mapcount of frame {} below zero", f.0);
+        }
+    }
+
+    /// What the frame holds a page of.
+    pub fn owner(&self, f: FrameId) -> Owner {
+        Owner::unpack(self.meta[f.0 as usize].owner.load(Ordering::Relaxed))
+    }
+
+    /// Records the frame's owner. The caller holds the frame and has not
+    /// published it yet (or holds the lock that publishes it).
+    pub(crate) fn set_owner(&self, f: FrameId, owner: Owner) {
+        if f != FrameId::ZERO {
+            self.meta[f.0 as usize]
+                .owner
+                .store(owner.pack(), Ordering::Relaxed);
+        }
     }
 
     fn words(&self, f: FrameId) -> &[AtomicU64] {

@@ -2,12 +2,12 @@
 //! from the documentation; not a stable interface).
 //!
 //! Locks: each view takes the PTE locks of the tables it reads, one at a time
-//! (leaf locks, see `sync`); it takes no address-space or VMA lock, so it
-//! shows a snapshot per table, exact once the threads that change the space
-//! have finished.
+//! (leaf locks, see `sync`), pinned (tables unlinked meanwhile stay
+//! allocated); it takes no address-space or VMA lock, so it shows a snapshot
+//! per table, exact once the threads that change the space have finished.
 
-use crate::frame::{FrameId, PAGE_SIZE};
-use crate::pagetable::{Pte, TABLE_SPAN};
+use crate::frame::FrameId;
+use crate::pagetable::Pte;
 use crate::space::AddressSpace;
 
 /// One present page-table entry.
@@ -42,21 +42,15 @@ impl AddressSpace {
     #[doc(hidden)]
     pub fn debug_ptes(&self, start: u64, end: u64) -> Vec<PteInfo> {
         let mut out = Vec::new();
-        self.page_table().for_each_table(start, end, |base, table| {
-            let g = table.lock();
-            let mut a = start.max(base);
-            while a < end.min(base + TABLE_SPAN) {
-                let pte = g.get(a);
-                if pte.present() {
-                    out.push(PteInfo {
-                        addr: a,
-                        frame: pte.frame(),
-                        read: pte.has(Pte::READ),
-                        write: pte.has(Pte::WRITE),
-                    });
-                }
-                a += PAGE_SIZE;
-            }
+        // Pinned: tables unlinked meanwhile stay allocated (`pagetable.rs`).
+        let _g = vmspace_tree::pin();
+        self.page_table().for_each_present(start, end, |addr, pte| {
+            out.push(PteInfo {
+                addr,
+                frame: pte.frame(),
+                read: pte.has(Pte::READ),
+                write: pte.has(Pte::WRITE),
+            })
         });
         out
     }

@@ -32,6 +32,7 @@
 
 #![deny(missing_docs)]
 
+mod config;
 mod cpu;
 pub mod debug;
 mod error;
@@ -44,18 +45,19 @@ mod remap;
 mod space;
 mod stats;
 pub mod sync;
+mod tlb;
 mod vma;
 mod vmacache;
+mod writer;
 
+pub use config::{Config, MapFlags, RemapFlags, Strategy};
 pub use cpu::Cpu;
 pub use error::{Access, Errno, Fault, FaultCause};
-pub use frame::{ArenaError, FrameAllocator, FrameId, PAGE_SIZE, POISON};
+pub use frame::{ArenaError, FrameAllocator, FrameId, Owner, PAGE_SIZE, POISON};
 #[doc(hidden)]
 pub use inspect::PteInfo;
 pub use object::{AnonObject, BackingStore, DiskStore, File, FillError, MemoryStore, ZeroStore};
 pub use pagetable::ADDR_LIMIT;
-pub use space::{
-    AddressSpace, Config, MapFlags, MapInfo, MapSource, RemapFlags, Strategy, STACK_GUARD_GAP,
-};
+pub use space::{AddressSpace, MapInfo, MapSource, STACK_GUARD_GAP};
 pub use stats::FaultStats;
 pub use vma::Prot;

@@ -1,23 +1,47 @@
 //! Page tables: a software 4-level radix table (9 bits a level, 4 KiB pages,
-//! 48-bit addresses) with one lock per last-level table (split PTE locks).
+//! 48-bit addresses) with one lock per last-level table (split PTE locks), and
+//! the one place where entries change.
+//!
+//! # The range update
+//!
+//! Every change that removes or downgrades translations goes through
+//! [`PageTable::update`] (or [`PageTable::move_entries`] for `mremap`, which
+//! moves entries between two tables, and [`PteTable::install`] for the fault
+//! path's copy-on-write): it walks `[start, end)`, locks each last-level table
+//! in turn, applies a change per present entry, keeps each frame's mapcount
+//! (`frame.rs`), and returns a [`FlushBatch`]: the ranges whose translations
+//! were removed or downgraded, the frame references to drop and the tables to
+//! free once no `Cpu` can use them. The caller passes the batch to
+//! `AddressSpace::flush` (`tlb.rs`), which runs the shootdown, then releases
+//! the frames. No other module writes a PTE. The batch names its [`Event`]
+//! and whether the caller may block: what the hooks that come later (MMU
+//! notifiers, TLB batching, reverse mapping) need. They run before the first
+//! PTE lock of an update is taken (`Writer::update_range`) and after the flush.
 //!
 //! # Protocol
 //!
 //! * Upper-level entries are pointers, set once from null by compare-exchange
-//!   (so tables are created without the address-space lock) and never changed
-//!   or freed until the page table is dropped. Empty tables are kept: memory
-//!   stays bounded by the address range ever touched.
+//!   (so tables are created without the address-space lock). Directories are
+//!   freed with the page table. A last-level table is freed when the range
+//!   it maps holds no VMA any more ([`PageTable::unlink_empty`], from
+//!   `munmap`, as Linux's `free_pgtables`): under its lock it is marked dead
+//!   and its slot cleared; the batch frees it after the shootdown (which
+//!   ends every `Cpu` access that loaded the slot before) and after an epoch
+//!   grace period (which ends every speculative fault that did: those run
+//!   pinned). Faults under a VMA lock or the address-space lock cannot hold
+//!   it: the range had no VMA left, and the writer waited for the readers of
+//!   the VMAs it removed. A fault that locks a dead table installs nothing.
 //! * A last-level table holds 512 page-table entries (PTEs) and their lock. A
 //!   PTE changes only under its table's lock. `Cpu`s read PTEs without it (one
 //!   atomic load), inside their access section (`cpu.rs`).
-//! * Whoever clears a PTE or takes a permission away must run a TLB shootdown
-//!   (`cpu::Shootdown`) before dropping the frame's reference: a `Cpu` may have
-//!   loaded the old PTE just before.
+//! * Whoever clears a PTE or takes a permission away drops the frame's
+//!   reference only after the shootdown (the batch does that): a `Cpu` may
+//!   have loaded the old PTE just before.
 //!
 //! Lock order: a PTE lock is taken under the address-space lock or a VMA lock
 //! (never the other way round) and nothing but the frame free list is taken
-//! under it. `mremap` holds two PTE locks at once, source before destination
-//! when the source has the lower address... see `sync` for the global order.
+//! under it. `mremap` holds two PTE locks at once, the lower address first;
+//! see `sync` for the global order.
 //!
 //! # PTE format
 //!
@@ -30,9 +54,8 @@
 //! | 4 | owned: the frame is anonymous and private to this mapping, so a write fault may make it writable without a copy |
 //! | 12..44 | frame number |
 
-use crate::frame::FrameId;
+use crate::frame::{FrameAllocator, FrameId, PAGE_SIZE};
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
-
 /// Address bits resolved per level: 9 (512 entries a table), as x86-64. Under
 /// `--cfg loom` 3 (8 entries, a 24-bit address space), so that the model
 /// checker tracks a few dozen atomics instead of thousands.
@@ -97,51 +120,201 @@ impl Pte {
     }
 }
 
+/// Why translations change: what a [`FlushBatch`] tells the hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// The range is unmapped (`munmap`, or replaced by `mmap(MAP_FIXED)`).
+    Unmap,
+    /// Permissions are taken away (`mprotect`).
+    Protect,
+    /// The pages are dropped, the mapping stays (`madvise(MADV_DONTNEED)`).
+    Zap,
+    /// The entries move to another address (`mremap`).
+    Move,
+    /// A fault replaced a read-only entry by one to a private copy.
+    CowBreak,
+}
+
+/// What an update did, for the shootdown and the hooks (see "The range
+/// update"). Dropping a non-empty batch unflushed would leak its frames and
+/// tables: pass it to `AddressSpace::flush`.
+#[must_use]
+pub(crate) struct FlushBatch {
+    pub(crate) event: Event,
+    /// Whether the caller may sleep (MMU notifiers will ask).
+    pub(crate) may_block: bool,
+    /// Ranges whose translations were removed or downgraded, in order,
+    /// contiguous ones merged.
+    pub(crate) ranges: Vec<(u64, u64)>,
+    /// Frame references to drop after the shootdown.
+    pub(crate) frames: Vec<FrameId>,
+    /// Unlinked tables to free after the shootdown and a grace period.
+    pub(crate) tables: Vec<DeadTable>,
+}
+
+/// A last-level table that was unlinked and awaits freeing.
+pub(crate) struct DeadTable(*mut PteTable);
+
+// SAFETY: a dead table is owned by its batch alone (unlinked from the
+// directory, reachable only by readers that the flush waits for); the
+// pointer came from `Box::into_raw` and is freed once, by `DeadTable::free`.
+unsafe impl Send for DeadTable {}
+
+impl DeadTable {
+    /// Frees the table once every epoch guard pinned now is gone.
+    ///
+    /// # Preconditions
+    /// The shootdown that followed the unlink has run.
+    pub(crate) fn free(self) {
+        // SAFETY: see `DeadTable`'s `Send` impl: the box is owned here and
+        // freed exactly once, after the grace period.
+        let table = unsafe { Box::from_raw(self.0) };
+        let guard = vmspace_tree::pin();
+        vmspace_tree::sync::defer_drop(&guard, table);
+    }
+}
+
+impl FlushBatch {
+    /// An empty batch.
+    pub(crate) fn new(event: Event, may_block: bool) -> FlushBatch {
+        FlushBatch {
+            event,
+            may_block,
+            ranges: Vec::new(),
+            frames: Vec::new(),
+            tables: Vec::new(),
+        }
+    }
+
+    /// Whether the flush has anything to do.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ranges.is_empty() && self.frames.is_empty() && self.tables.is_empty()
+    }
+
+    /// Records that the translation of the page at `addr` was removed or
+    /// downgraded.
+    fn page_changed(&mut self, addr: u64) {
+        match self.ranges.last_mut() {
+            Some((_, end)) if *end == addr => *end += PAGE_SIZE,
+            _ => self.ranges.push((addr, addr + PAGE_SIZE)),
+        }
+    }
+}
+
+/// Pages of `[start, end)`.
+fn pages(start: u64, end: u64) -> impl Iterator<Item = u64> {
+    (start..end).step_by(PAGE_SIZE as usize)
+}
+
+/// A PTE lock's state, guarded by it.
+#[derive(Default)]
+struct TableState {
+    /// Present entries.
+    present: u32,
+    /// Unlinked: no entry may be installed any more.
+    dead: bool,
+}
+
 /// A last-level table: `ENTRIES` PTEs and the lock that serializes changes to them.
 pub struct PteTable {
-    lock: Mutex<()>,
+    lock: Mutex<TableState>,
     entries: [AtomicU64; ENTRIES],
 }
 
 /// Proof that a PTE table's lock is held.
-pub struct PteGuard<'a> {
+pub(crate) struct PteGuard<'a> {
     table: &'a PteTable,
-    _lock: MutexGuard<'a, ()>,
+    state: MutexGuard<'a, TableState>,
+}
+
+/// Why [`PteTable::install`] installed nothing.
+pub(crate) enum NotInstalled {
+    /// The entry was no longer the expected one (another fault was first).
+    Raced,
+    /// The caller's validation failed, or the table was unlinked.
+    Stale,
 }
 
 impl PteTable {
     fn new() -> Box<PteTable> {
         Box::new(PteTable {
-            lock: Mutex::new(()),
+            lock: Mutex::new(TableState::default()),
             entries: std::array::from_fn(|_| AtomicU64::new(0)),
         })
     }
 
     /// Reads the entry for `addr` without the lock (Acquire: the frame content
     /// written before the entry was installed is visible).
-    pub fn read(&self, addr: u64) -> Pte {
+    pub(crate) fn read(&self, addr: u64) -> Pte {
         Pte(self.entries[index(addr, 0)].load(Ordering::Acquire))
     }
 
     /// Takes the table's lock.
-    pub fn lock(&self) -> PteGuard<'_> {
+    pub(crate) fn lock(&self) -> PteGuard<'_> {
         PteGuard {
             table: self,
-            _lock: self.lock.lock(),
+            state: self.lock.lock(),
         }
+    }
+
+    /// The fault path's one write: replaces the entry `expected` at `addr` by
+    /// `new`, under the lock, if it is still `expected`, the table is live and
+    /// `still_valid()` (checked under the lock) holds. The caller holds one
+    /// frame reference for `new`'s frame: the entry takes it, or, if nothing
+    /// is installed, it is dropped here (the frame was never visible). A
+    /// replaced frame (copy-on-write) comes back in the batch, for the flush.
+    pub(crate) fn install(
+        &self,
+        addr: u64,
+        expected: Pte,
+        new: Pte,
+        frames: &FrameAllocator,
+        still_valid: impl FnOnce() -> bool,
+    ) -> Result<FlushBatch, NotInstalled> {
+        let mut batch = FlushBatch::new(Event::CowBreak, false);
+        let new_frame = !expected.present() || new.frame() != expected.frame();
+        let mut g = self.lock();
+        let valid = !g.state.dead && still_valid();
+        if valid && g.get(addr) == expected {
+            g.set(addr, new);
+            if new_frame {
+                frames.mapped(new.frame());
+            }
+            if expected.present() && new_frame {
+                frames.unmapped(expected.frame());
+                batch.page_changed(addr);
+                batch.frames.push(expected.frame());
+            }
+            return Ok(batch);
+        }
+        drop(g);
+        if new_frame {
+            frames.put(new.frame());
+        }
+        Err(if valid {
+            NotInstalled::Raced
+        } else {
+            NotInstalled::Stale
+        })
     }
 }
 
 impl PteGuard<'_> {
     /// Reads the entry for `addr`.
-    pub fn get(&self, addr: u64) -> Pte {
+    pub(crate) fn get(&self, addr: u64) -> Pte {
         self.table.read(addr)
     }
 
     /// Writes the entry for `addr` (Release: publishes the frame's content to
     /// `Cpu`s that read the entry; SeqCst so that a shootdown that follows sees
     /// the Cpus that may have read the old entry — see `cpu.rs`).
-    pub fn set(&self, addr: u64, pte: Pte) {
+    fn set(&mut self, addr: u64, pte: Pte) {
+        let old = self.get(addr);
+        match (old.present(), pte.present()) {
+            (false, true) => self.state.present += 1,
+            (true, false) => self.state.present -= 1,
+            _ => {}
+        }
         self.table.entries[index(addr, 0)].store(pte.0, Ordering::SeqCst);
     }
 }
@@ -198,8 +371,10 @@ impl PageTable {
         })
     }
 
-    /// The last-level table covering `addr`, if it exists.
-    pub fn table(&self, addr: u64) -> Option<&PteTable> {
+    /// The last-level table covering `addr`, if it exists. The caller keeps
+    /// it from being freed (see "Protocol"): an access section, a VMA lock or
+    /// the address-space lock on a VMA covering `addr`, or an epoch guard.
+    pub(crate) fn table(&self, addr: u64) -> Option<&PteTable> {
         if addr >= ADDR_LIMIT {
             return None;
         }
@@ -214,13 +389,16 @@ impl PageTable {
             dir = unsafe { &*(p as *const Dir) };
         }
         let p = dir.entries[index(addr, 1)].load(Ordering::Acquire);
-        // SAFETY: as above, for the last-level table.
+        // SAFETY: a non-null last-level slot points to a live table; an
+        // unlinked one is freed only after the caller's protection ends (see
+        // the precondition above and "Protocol").
         (p != 0).then(|| unsafe { &*(p as *const PteTable) })
     }
 
     /// The last-level table covering `addr`, created (lock-free) if missing.
-    /// `None` only for addresses beyond [`ADDR_LIMIT`].
-    pub fn table_or_create(&self, addr: u64) -> Option<&PteTable> {
+    /// `None` only for addresses beyond [`ADDR_LIMIT`]. The caller keeps the
+    /// table alive as for [`PageTable::table`].
+    pub(crate) fn table_or_create(&self, addr: u64) -> Option<&PteTable> {
         if addr >= ADDR_LIMIT {
             return None;
         }
@@ -253,20 +431,162 @@ impl PageTable {
         Some(unsafe { &*(p as *const PteTable) })
     }
 
+    /// The range update (see "The range update"): for every present entry of
+    /// `[start, end)`, `change(addr, pte)` says what it becomes: the same
+    /// entry, the entry with fewer or other permissions (same frame), or
+    /// `Pte(0)` (removed: its frame reference goes to the batch).
+    ///
+    /// # Preconditions
+    /// The caller excludes faults that would install entries it must see
+    /// (the VMAs of the range write-locked or detached, or, for `Zap`, the
+    /// range staying mapped as it is).
+    pub(crate) fn update(
+        &self,
+        start: u64,
+        end: u64,
+        event: Event,
+        may_block: bool,
+        frames: &FrameAllocator,
+        mut change: impl FnMut(u64, Pte) -> Pte,
+    ) -> FlushBatch {
+        let mut batch = FlushBatch::new(event, may_block);
+        self.for_each_table(start, end, |base, table| {
+            let mut g = table.lock();
+            for a in pages(start.max(base), end.min(base + TABLE_SPAN)) {
+                let old = g.get(a);
+                if !old.present() {
+                    continue;
+                }
+                let new = change(a, old);
+                if new == old {
+                    continue;
+                }
+                debug_assert!(!new.present() || new.frame() == old.frame());
+                g.set(a, new);
+                if !new.present() {
+                    frames.unmapped(old.frame());
+                    batch.frames.push(old.frame());
+                }
+                if !new.present() || old.0 & Pte::PERMS & !new.0 != 0 {
+                    batch.page_changed(a);
+                }
+            }
+        });
+        batch
+    }
+
+    /// Calls `f(addr, pte)` for every present entry of `[start, end)`, in
+    /// address order, each table under its lock.
+    pub(crate) fn for_each_present(&self, start: u64, end: u64, mut f: impl FnMut(u64, Pte)) {
+        self.for_each_table(start, end, |base, table| {
+            let g = table.lock();
+            for a in pages(start.max(base), end.min(base + TABLE_SPAN)) {
+                let pte = g.get(a);
+                if pte.present() {
+                    f(a, pte);
+                }
+            }
+        });
+    }
+
+    /// `mremap`'s update: moves the present entries of `[start, end)` to the
+    /// same offsets from `dest`, holding a source and a destination table's
+    /// locks at once, the lower address first. Frames and mapcounts stay; the
+    /// batch holds the source ranges (translations removed there).
+    ///
+    /// # Preconditions
+    /// The source VMA is write-locked and the destination range is unmapped
+    /// and inside [`ADDR_LIMIT`].
+    pub(crate) fn move_entries(&self, start: u64, end: u64, dest: u64) -> FlushBatch {
+        let mut batch = FlushBatch::new(Event::Move, true);
+        for a in pages(start, end) {
+            let Some(src) = self.table(a) else { continue };
+            if !src.read(a).present() {
+                continue;
+            }
+            let to = dest + (a - start);
+            let dst = self
+                .table_or_create(to)
+                .expect("destination checked against ADDR_LIMIT");
+            let (mut gs, mut gd) = if std::ptr::eq(src, dst) {
+                (src.lock(), None)
+            } else if a < to {
+                let gs = src.lock();
+                (gs, Some(dst.lock()))
+            } else {
+                let gd = dst.lock();
+                (src.lock(), Some(gd))
+            };
+            let pte = gs.get(a);
+            if pte.present() {
+                gs.set(a, Pte(0));
+                gd.as_mut().unwrap_or(&mut gs).set(to, pte);
+                batch.page_changed(a);
+            }
+        }
+        batch
+    }
+
+    /// Unlinks the empty last-level tables that lie wholly inside
+    /// `[start, end)` into `batch` (which frees them after the flush).
+    ///
+    /// # Preconditions
+    /// The address-space lock is held for writing and no VMA meets
+    /// `[start, end)`, so no fault but a speculative one (pinned) can use
+    /// these tables.
+    pub(crate) fn unlink_empty(&self, start: u64, end: u64, batch: &mut FlushBatch) {
+        let end = end.min(ADDR_LIMIT);
+        if start >= end {
+            return;
+        }
+        walk(&self.root, 3, 0, start, end, &mut |base, slot| {
+            if base < start || base + TABLE_SPAN > end {
+                return;
+            }
+            let p = slot.load(Ordering::Acquire);
+            // SAFETY: see `PageTable::table`; the writer (us) is the only one
+            // that unlinks, so the table is live.
+            let table = unsafe { &*(p as *const PteTable) };
+            let mut g = table.lock();
+            if g.state.present != 0 {
+                return;
+            }
+            g.state.dead = true;
+            // SeqCst: ordered before the shootdown's reads of the `Cpu`s'
+            // section counters (see `cpu.rs`, the same argument as for a
+            // cleared PTE).
+            slot.store(0, Ordering::SeqCst);
+            drop(g);
+            self.tables.fetch_sub(1, Ordering::Relaxed);
+            batch.tables.push(DeadTable(p as *mut PteTable));
+        });
+    }
+
     /// Calls `f(table_start, table)` for every existing last-level table that
     /// covers part of `[start, end)`, in address order, skipping empty
     /// directories.
-    pub fn for_each_table(&self, start: u64, end: u64, mut f: impl FnMut(u64, &PteTable)) {
+    fn for_each_table(&self, start: u64, end: u64, mut f: impl FnMut(u64, &PteTable)) {
         let end = end.min(ADDR_LIMIT);
         if start < end {
-            walk(&self.root, 3, 0, start, end, &mut f);
+            walk(&self.root, 3, 0, start, end, &mut |base, slot| {
+                let p = slot.load(Ordering::SeqCst);
+                // SAFETY: `walk` passes non-null slots; see `PageTable::table`.
+                f(base, unsafe { &*(p as *const PteTable) })
+            });
         }
     }
 }
 
-/// Visits the last-level tables under `dir` (of `level`, covering addresses
-/// from `base`) that meet `[start, end)`.
-fn walk(dir: &Dir, level: u32, base: u64, start: u64, end: u64, f: &mut dyn FnMut(u64, &PteTable)) {
+/// Visits the non-empty last-level slots under `dir` (of `level`, covering
+/// addresses from `base`) whose tables meet `[start, end)`.
+fn walk(
+    dir: &Dir,
+    level: u32,
+    base: u64,
+    start: u64,
+    end: u64,
+    f: &mut dyn FnMut(u64, &AtomicUsize),
+) {
     let span = 1u64 << (12 + LEVEL_BITS * level);
     let first = if start > base {
         ((start - base) / span) as usize
@@ -286,8 +606,7 @@ fn walk(dir: &Dir, level: u32, base: u64, start: u64, end: u64, f: &mut dyn FnMu
             continue;
         }
         if level == 1 {
-            // SAFETY: see `PageTable::table`.
-            f(at, unsafe { &*(p as *const PteTable) });
+            f(at, &dir.entries[i]);
         } else {
             // SAFETY: see `PageTable::table`.
             walk(unsafe { &*(p as *const Dir) }, level - 1, at, start, end, f);
@@ -349,7 +668,7 @@ mod tests {
         let a = 0x7f00_1234_5000;
         assert!(pt.table(a).is_none());
         let t = pt.table_or_create(a).unwrap();
-        let g = t.lock();
+        let mut g = t.lock();
         g.set(a, Pte::new(FrameId(7), Pte::READ));
         drop(g);
         assert_eq!(pt.read_for_access(a).frame(), FrameId(7));

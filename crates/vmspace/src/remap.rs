@@ -21,11 +21,12 @@
 //! the destination whose offsets do not line up (Linux does the same); one that
 //! was never faulted gets the offset of its new address.
 
+use crate::config::RemapFlags;
 use crate::error::Errno;
 use crate::frame::PAGE_SIZE;
-use crate::pagetable::{Pte, ADDR_LIMIT};
-use crate::space::{RemapFlags, Writer};
+use crate::pagetable::ADDR_LIMIT;
 use crate::vma::Vma;
+use crate::writer::Writer;
 use std::sync::Arc;
 
 /// See the module documentation.
@@ -168,10 +169,10 @@ fn grow_in_place(w: &mut Writer<'_>, vma: &Arc<Vma>, new_end: u64) -> Result<boo
     if new_end > ADDR_LIMIT || !w.space.vmas_in(vma.end, new_end).is_empty() {
         return Ok(false);
     }
-    vma.write_lock(w.seq);
+    vma.write_lock(w);
     let grown = vma.piece(vma.start, new_end, w.seq);
     w.insert(grown);
-    vma.detach();
+    vma.detach(w);
     w.try_merge(new_end);
     Ok(true)
 }
@@ -200,7 +201,7 @@ fn move_range(
     w.split_at(addr)?;
     w.split_at(old_end)?;
     let src = w.find(addr).expect("split above");
-    src.write_lock(w.seq);
+    src.write_lock(w);
     let pgoff = if src.is_anon() && src.anon.get().is_none() {
         dest / PAGE_SIZE
     } else {
@@ -213,42 +214,11 @@ fn move_range(
     Ok(())
 }
 
-/// Moves the page-table entries of `[start, end)` to `dest`. Takes the two
-/// PTE locks of a source and a destination table in address order.
+/// Moves the page-table entries of `[start, end)` to `dest`
+/// (`PageTable::move_entries`) and flushes the source's translations.
 fn move_ptes(w: &Writer<'_>, start: u64, end: u64, dest: u64) {
-    let pt = w.space.page_table();
-    let mut moved_any = false;
-    let mut a = start;
-    while a < end {
-        let to = dest + (a - start);
-        if let Some(src) = pt.table(a) {
-            if src.read(a).present() {
-                let dst = pt
-                    .table_or_create(to)
-                    .expect("destination checked against ADDR_LIMIT");
-                let same = std::ptr::eq(src, dst);
-                let (g1, g2) = if same {
-                    (src.lock(), None)
-                } else if a < to {
-                    let g1 = src.lock();
-                    (g1, Some(dst.lock()))
-                } else {
-                    let g2 = dst.lock();
-                    (src.lock(), Some(g2))
-                };
-                let pte = g1.get(a);
-                if pte.present() {
-                    g1.set(a, Pte(0));
-                    g2.as_ref().unwrap_or(&g1).set(to, pte);
-                    moved_any = true;
-                }
-            }
-        }
-        a += PAGE_SIZE;
-    }
-    if moved_any {
-        w.space.cpus().shootdown();
-    }
+    let batch = w.space.page_table().move_entries(start, end, dest);
+    w.space.flush(batch);
 }
 
 /// `old_len == 0` on a shared mapping: a new mapping of the same object.

@@ -12,16 +12,16 @@
 //!
 //! # The per-VMA lock (per-vma strategy; Linux 6.4's scheme)
 //!
-//! State: `lock_seq` (u64) and `readers` (u32).
+//! State: the lock word (u64) and `readers` (u32).
 //!
 //! * The address space has a sequence number `mm_seq`, advanced each time its
 //!   lock is released for writing. A writer *marks* a VMA by storing the current
-//!   `mm_seq` in `lock_seq`: the VMA is then write-locked until the writer
+//!   `mm_seq` in the lock word: the VMA is then write-locked until the writer
 //!   releases the address-space lock, which unlocks all its marked VMAs at once.
 //!   `lock_seq == DETACHED` means the VMA left the tree: locked for ever.
 //! * A reader (a fault) increments `readers`, then checks `lock_seq != mm_seq`
 //!   (and not detached); if the VMA is marked it decrements and fails.
-//! * A marking writer stores `lock_seq`, then waits until `readers == 0`.
+//! * A marking writer stores the lock word, then waits until `readers == 0`.
 //!
 //! Reader (`readers += 1; load lock_seq`) and writer (`store lock_seq; read
 //! readers`) is a store-buffering pattern. The writer reads `readers` with a
@@ -39,9 +39,9 @@
 //! Every writer writes `mm_seq`, so a fault that reads it takes a cache miss
 //! whenever another thread changed mappings since its last fault. Each `Cpu`
 //! keeps the last value it read ([`SeqHint`]). `mm_seq` only grows, and a
-//! writer marks with the current value, so a VMA whose `lock_seq` is below the
+//! writer marks with the current value, so a VMA whose the lock word is below the
 //! hint was marked by a writer that has finished: it is unlocked, and the fault
-//! does not read `mm_seq`. Only a `lock_seq` at or above the hint (a VMA new
+//! does not read `mm_seq`. Only a the lock word at or above the hint (a VMA new
 //! or changed since the `Cpu` last looked) makes the fault read `mm_seq` and
 //! refresh the hint. The hint is only ever a value `mm_seq` had, and the read
 //! that produced it synchronized with the release of every writer up to that
@@ -52,7 +52,7 @@
 //!
 //! # Layout
 //!
-//! The lock (`lock_seq` and `readers`) sits on cache lines of its own
+//! The lock (the lock word and `readers`) sits on cache lines of its own
 //! (`Padded`). Every per-vma fault writes `readers` twice, and other threads
 //! read the VMA's immutable fields (`AddressSpace::maps`, lookups, merges):
 //! sharing a line, each such read pulled the line away from the faulting
@@ -64,6 +64,7 @@
 
 use crate::object::{AnonObject, File};
 use crate::sync::{spin_wait, AtomicU32, AtomicU64, Liveness, Ordering};
+use crate::writer::Writer;
 use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
 
@@ -156,9 +157,9 @@ pub struct Vma {
 
 /// The per-VMA lock's state (see the module documentation).
 struct VmaLock {
-    /// `lock_seq`: the `mm_seq` of the writer that marked the VMA last, or
+    /// The lock word: the `mm_seq` of the writer that marked the VMA last, or
     /// `DETACHED`.
-    seq: AtomicU64,
+    word: AtomicU64,
     /// Faults holding the VMA read-locked.
     readers: AtomicU32,
 }
@@ -166,7 +167,7 @@ struct VmaLock {
 impl VmaLock {
     fn new(mm_seq: u64) -> VmaLock {
         VmaLock {
-            seq: AtomicU64::new(mm_seq),
+            word: AtomicU64::new(mm_seq),
             readers: AtomicU32::new(0),
         }
     }
@@ -201,7 +202,7 @@ impl<T> std::ops::Deref for Padded<T> {
     }
 }
 
-/// `lock_seq` of a VMA that left the tree.
+/// the lock word of a VMA that left the tree.
 const DETACHED: u64 = u64::MAX;
 
 /// A `Cpu`'s lower bound of its address space's `mm_seq`: the value it read
@@ -210,7 +211,7 @@ const DETACHED: u64 = u64::MAX;
 pub(crate) struct SeqHint(Cell<u64>);
 
 impl SeqHint {
-    /// Whether `seq` (a VMA's `lock_seq`, not `DETACHED`) is the sequence of
+    /// Whether `seq` (a VMA's the lock word, not `DETACHED`) is the sequence of
     /// the writer in its write section now, i.e. `seq == mm_seq`. Reads
     /// `mm_seq` only when `seq` is not below the hint.
     fn is_current(&self, seq: u64, mm_seq: &AtomicU64) -> bool {
@@ -332,20 +333,25 @@ impl Vma {
 
     /// Whether the VMA left the tree.
     pub(crate) fn is_detached(&self) -> bool {
-        self.lock.seq.load(Ordering::SeqCst) == DETACHED
+        self.lock.word.load(Ordering::SeqCst) == DETACHED
     }
 
     /// Tries to take the read lock (see the module documentation); fails if
     /// the VMA is write-locked by the current writer or detached. `hint` is
-    /// the calling `Cpu`'s.
-    pub(crate) fn try_read_lock(&self, mm_seq: &AtomicU64, hint: &SeqHint) -> bool {
+    /// the calling `Cpu`'s. The lock is held until the guard drops.
+    #[inline]
+    pub(crate) fn try_read_lock(
+        &self,
+        mm_seq: &AtomicU64,
+        hint: &SeqHint,
+    ) -> Option<VmaReadGuard<'_>> {
         self.lock.readers.fetch_add(1, Ordering::SeqCst);
-        let seq = self.lock.seq.load(Ordering::SeqCst);
-        if seq == DETACHED || hint.is_current(seq, mm_seq) {
-            self.read_unlock();
-            return false;
+        let guard = VmaReadGuard(self);
+        let word = self.lock.word.load(Ordering::SeqCst);
+        if word == DETACHED || hint.is_current(word, mm_seq) {
+            return None;
         }
-        true
+        Some(guard)
     }
 
     /// For a speculative fault (`fault.rs`): the VMA's lock word, if the VMA
@@ -353,33 +359,27 @@ impl Vma {
     /// changes the word (writer sequences only grow), which the fault checks
     /// under the PTE lock before installing anything.
     pub(crate) fn speculation_start(&self, mm_seq: &AtomicU64, hint: &SeqHint) -> Option<u64> {
-        let seq = self.lock.seq.load(Ordering::SeqCst);
+        let seq = self.lock.word.load(Ordering::SeqCst);
         (seq != DETACHED && !hint.is_current(seq, mm_seq)).then_some(seq)
     }
 
     /// The word a speculative fault validates (see `speculation_start`).
     pub(crate) fn lock_word(&self) -> &AtomicU64 {
-        &self.lock.seq
+        &self.lock.word
     }
 
-    /// Releases a read lock taken by `try_read_lock`.
-    pub(crate) fn read_unlock(&self) {
-        // Release: the fault's page-table writes happen before a writer that
-        // sees `readers == 0` proceeds.
-        self.lock.readers.fetch_sub(1, Ordering::Release);
+    /// Marks the VMA write-locked for the writer `w` and waits for the
+    /// faults that hold it to finish. It stays locked until `w` is dropped.
+    pub(crate) fn write_lock(&self, w: &Writer<'_>) {
+        self.mark(w.seq);
     }
 
-    /// Marks the VMA write-locked for the writer at `mm_seq` and waits for the
-    /// faults that hold it to finish.
-    ///
-    /// # Preconditions
-    /// The address-space lock is held for writing, with sequence `mm_seq`.
-    pub(crate) fn write_lock(&self, mm_seq: u64) {
-        if self.lock.seq.load(Ordering::Relaxed) != DETACHED {
+    fn mark(&self, mm_seq: u64) {
+        if self.lock.word.load(Ordering::Relaxed) != DETACHED {
             // A read-modify-write, SeqCst: ordered before this writer's
             // page-table scans, against a speculative fault's table creation
             // and its check of this word (`fault.rs`).
-            self.lock.seq.swap(mm_seq, Ordering::SeqCst);
+            self.lock.word.swap(mm_seq, Ordering::SeqCst);
         }
         self.wait_for_readers();
     }
@@ -387,10 +387,16 @@ impl Vma {
     /// Marks the VMA detached (locked for ever) and waits for its readers.
     ///
     /// # Preconditions
-    /// The address-space lock is held for writing and the VMA is out of the tree.
-    pub(crate) fn detach(&self) {
-        self.lock.seq.swap(DETACHED, Ordering::SeqCst);
+    /// The VMA is out of the tree (`w` took it out).
+    pub(crate) fn detach(&self, _w: &Writer<'_>) {
+        self.lock.word.swap(DETACHED, Ordering::SeqCst);
         self.wait_for_readers();
+    }
+
+    /// `detach` without a writer, for unit tests of lookups.
+    #[cfg(test)]
+    pub(crate) fn detach_for_test(&self) {
+        self.lock.word.swap(DETACHED, Ordering::SeqCst);
     }
 
     fn wait_for_readers(&self) {
@@ -398,12 +404,25 @@ impl Vma {
         // The first read is a read-modify-write (see the module documentation):
         // it reads the latest `readers`, and a reader whose increment comes
         // after it reads from it, so sees the mark stored before. Acquire
-        // (later loads too): pairs with `read_unlock`'s Release.
+        // (later loads too): pairs with `VmaReadGuard::drop`'s Release.
         let mut n = self.lock.readers.fetch_add(0, Ordering::SeqCst);
         while n != 0 {
             spin_wait(&mut spins);
             n = self.lock.readers.load(Ordering::Acquire);
         }
+    }
+}
+
+/// A VMA's read lock, held by a per-vma fault (see the module
+/// documentation); dropping it releases the lock.
+pub(crate) struct VmaReadGuard<'a>(&'a Vma);
+
+impl Drop for VmaReadGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // Release: the fault's page-table writes happen before a writer that
+        // sees `readers == 0` proceeds.
+        self.0.lock.readers.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -446,27 +465,24 @@ mod tests {
         let mm_seq = AtomicU64::new(5);
         let hint = SeqHint::default();
         let v = vma(5); // created by the writer at 5, still in its section
-        assert!(!v.try_read_lock(&mm_seq, &hint));
+        assert!(v.try_read_lock(&mm_seq, &hint).is_none());
         assert_eq!(v.speculation_start(&mm_seq, &hint), None);
         mm_seq.store(6, Ordering::SeqCst); // that writer is done
-        assert!(v.try_read_lock(&mm_seq, &hint));
-        v.read_unlock();
+        assert!(v.try_read_lock(&mm_seq, &hint).is_some());
         assert_eq!(hint.0.get(), 6, "the fault read the sequence");
         // Below the hint now: unlocked without a read of `mm_seq`.
         mm_seq.store(7, Ordering::SeqCst);
-        assert!(v.try_read_lock(&mm_seq, &hint));
-        v.read_unlock();
+        assert!(v.try_read_lock(&mm_seq, &hint).is_some());
         assert_eq!(hint.0.get(), 6, "no read needed");
         assert_eq!(v.speculation_start(&mm_seq, &hint), Some(5));
         // The writer at 7 marks it: at or above the hint, so the fault reads
         // `mm_seq` and sees the writer.
-        v.write_lock(7);
-        assert!(!v.try_read_lock(&mm_seq, &hint));
+        v.mark(7);
+        assert!(v.try_read_lock(&mm_seq, &hint).is_none());
         assert_eq!(v.speculation_start(&mm_seq, &hint), None);
         mm_seq.store(8, Ordering::SeqCst);
-        assert!(v.try_read_lock(&mm_seq, &hint));
-        v.read_unlock();
-        v.detach();
-        assert!(!v.try_read_lock(&mm_seq, &hint));
+        assert!(v.try_read_lock(&mm_seq, &hint).is_some());
+        v.lock.word.swap(DETACHED, Ordering::SeqCst);
+        assert!(v.try_read_lock(&mm_seq, &hint).is_none());
     }
 }

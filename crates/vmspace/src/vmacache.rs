@@ -126,7 +126,7 @@ mod tests {
         assert_eq!(c.insert(&a), Some(0));
         assert_eq!(c.insert(&b), Some(1));
         // A writer replaced `b` only.
-        b.detach();
+        b.detach_for_test();
         assert_eq!(c.lookup(0x2000), Some(0));
         assert!(c.entries[1].is_none(), "a detached entry is dropped");
         assert_eq!(c.lookup(0x8000), None);
@@ -138,7 +138,7 @@ mod tests {
         let (a, b) = (vma(0x1000, 0x3000), vma(0x8000, 0x9000));
         c.insert(&a);
         c.insert(&b);
-        b.detach();
+        b.detach_for_test();
         // A hit in `a` still drops `b`, so `b` is not kept alive.
         assert_eq!(c.lookup(0x1000), Some(0));
         assert!(c.entries[1].is_none());
@@ -150,7 +150,7 @@ mod tests {
         let mut c = VmaCache::new(true);
         let a = vma(0x1000, 0x3000);
         c.insert(&a);
-        a.detach();
+        a.detach_for_test();
         assert_eq!(c.lookup(0x1000), None);
     }
 

@@ -154,6 +154,8 @@ impl std::fmt::Debug for File {
 
 /// A file: a fixed size in pages, a page cache, and its backing store.
 pub struct File {
+    /// Process-unique id (the owner recorded in the frames of its page cache).
+    id: u64,
     pages: u64,
     cache: Box<[AtomicU32]>,
     dirty: Box<[AtomicBool]>,
@@ -176,7 +178,9 @@ pub enum FillError {
 impl File {
     /// A file of `pages` pages over `store`, caching into `frames`.
     pub fn new(pages: u64, store: Box<dyn BackingStore>, frames: Arc<FrameAllocator>) -> File {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         File {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
             pages,
             cache: (0..pages).map(|_| AtomicU32::new(0)).collect(),
             dirty: (0..pages).map(|_| AtomicBool::new(false)).collect(),
@@ -184,6 +188,11 @@ impl File {
             store,
             frames,
         }
+    }
+
+    /// The file's process-unique id.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Size in pages.
@@ -226,6 +235,13 @@ impl File {
             return Err(FillError::Io(e));
         }
         self.frames.write_frame(f, &buf);
+        self.frames.set_owner(
+            f,
+            crate::frame::Owner::File {
+                file: self.id,
+                index: pgoff,
+            },
+        );
         // Release: the content written above is visible to whoever maps it.
         self.cache[pgoff as usize].store(f.0, Ordering::Release);
         Ok(f)

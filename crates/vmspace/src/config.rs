@@ -1,0 +1,94 @@
+//! The settings of an address space ([`Config`], its fault [`Strategy`]) and
+//! the flag types of `mmap` and `mremap`. Plain values: no locks.
+
+/// How page faults synchronize with changes to the address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Faults take the address-space lock for reading (Linux before 6.4).
+    MmapLock,
+    /// Faults look the VMA up without locks and lock only it (Linux 6.4+).
+    PerVma,
+    /// Faults take no lock and validate with sequence counts (seeds 000, 001).
+    Speculative,
+}
+
+impl Strategy {
+    /// Every strategy, in the order benchmarks show them.
+    pub const ALL: [Strategy; 3] = [Strategy::MmapLock, Strategy::PerVma, Strategy::Speculative];
+
+    /// The name used on command lines and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::MmapLock => "mmap-lock",
+            Strategy::PerVma => "per-vma",
+            Strategy::Speculative => "speculative",
+        }
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Strategy::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| format!("unknown strategy {s:?} (mmap-lock, per-vma, speculative)"))
+    }
+}
+
+/// Settings of an address space.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The fault strategy.
+    pub strategy: Strategy,
+    /// Most VMAs allowed (Linux's `vm.max_map_count`).
+    pub max_map_count: usize,
+    /// Lowest address a mapping may use (Linux's `vm.mmap_min_addr`).
+    pub mmap_min_addr: u64,
+    /// Top of the area for placed mappings (placement is top-down below it).
+    pub mmap_base: u64,
+    /// Largest size a `MAP_GROWSDOWN` stack may grow to (Linux's
+    /// `RLIMIT_STACK`, 8 MiB by default).
+    pub stack_limit: u64,
+    /// Whether the CPU has protection keys, so that an execute-only mapping
+    /// (`PROT_EXEC` alone) gets Linux's execute-only key: it cannot be read,
+    /// and the key is a VMA attribute that keeps it from merging with (or
+    /// sharing an anonymous object with) a neighbour without it. Linux does
+    /// this on x86-64 CPUs with PKU; `vmspace replay` sets it from the host.
+    pub exec_only_pkey: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            strategy: Strategy::PerVma,
+            max_map_count: 65530,
+            mmap_min_addr: 0x10000,
+            mmap_base: 0x7f00_0000_0000,
+            stack_limit: 8 << 20,
+            exec_only_pkey: false,
+        }
+    }
+}
+
+/// `mmap` flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapFlags {
+    /// `MAP_SHARED` (else `MAP_PRIVATE`).
+    pub shared: bool,
+    /// `MAP_FIXED`: map exactly at the address, replacing what was there.
+    pub fixed: bool,
+    /// `MAP_FIXED_NOREPLACE`: map exactly at the address, `EEXIST` if taken.
+    pub fixed_noreplace: bool,
+    /// `MAP_GROWSDOWN`: a stack that grows down on faults just below it.
+    pub growsdown: bool,
+}
+
+/// `mremap` flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemapFlags {
+    /// `MREMAP_MAYMOVE`.
+    pub may_move: bool,
+    /// `MREMAP_FIXED` (with a new address; needs `may_move`).
+    pub fixed: Option<u64>,
+}
