@@ -167,6 +167,7 @@ impl AddressSpace {
             space: self,
             state: Some(state),
             seq,
+            write_backs: Vec::new(),
         }
     }
 
@@ -570,5 +571,14 @@ impl Drop for AddressSpace {
                 Pte(0)
             });
         self.flush(batch);
+        // The shared file mappings still here are removed too: their dirty
+        // pages reach the store now, not when the last VMA is collected.
+        let g = vmspace_tree::pin();
+        for e in self.tree.iter(0, u64::MAX, &g) {
+            let v = e.value;
+            if let (true, false, Some(file)) = (v.shared, v.shmem, v.file()) {
+                file.write_back(v.pgoff, v.pgoff_at(v.end));
+            }
+        }
     }
 }

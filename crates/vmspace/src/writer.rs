@@ -43,6 +43,9 @@ pub(crate) struct Writer<'a> {
     /// `Some` until `drop` hands the lock on.
     pub(crate) state: Option<RwLockWriteGuard<'a, WriterState>>,
     pub(crate) seq: u64,
+    /// Shared file ranges this writer unmapped, written back once the lock
+    /// is released (see `object/file.rs`, "When dirty pages reach the store").
+    pub(crate) write_backs: Vec<(Arc<File>, u64, u64)>,
 }
 
 impl Drop for Writer<'_> {
@@ -54,6 +57,9 @@ impl Drop for Writer<'_> {
             crate::sync::unlock_fair(state);
         }
         self.space.writers.leave();
+        for (file, first, end) in self.write_backs.drain(..) {
+            file.write_back(first, end);
+        }
     }
 }
 
@@ -188,6 +194,7 @@ impl Writer<'_> {
         let mut batch = self.zap(start, end, Event::Unmap);
         for v in &inside {
             v.detach(self);
+            self.write_back_later(v);
         }
         self.free_tables(start, end, &mut batch);
         self.space.flush(batch);
@@ -223,6 +230,16 @@ impl Writer<'_> {
     /// locked faults.
     pub(crate) fn zap(&self, start: u64, end: u64, event: Event) -> FlushBatch {
         self.update_range(start, end, event, |_, _| Pte(0))
+    }
+
+    /// Queues the write-back of the pages `v` (being removed) may have
+    /// dirtied, if it is a shared file mapping.
+    fn write_back_later(&mut self, v: &Vma) {
+        if let (true, false, Some(file)) = (v.shared, v.shmem, v.file()) {
+            let pages = (v.end - v.start) / PAGE_SIZE;
+            self.write_backs
+                .push((file.clone(), v.pgoff, v.pgoff.saturating_add(pages)));
+        }
     }
 
     /// Unlinks the page tables that only `[start, end)` used, now that it is

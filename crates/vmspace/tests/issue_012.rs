@@ -222,3 +222,121 @@ fn copy_on_write_moves_the_mapping_to_the_copy() {
         s.check_invariants().unwrap();
     }
 }
+
+/// A store that fails writes while `fail` is set and counts write attempts.
+struct Flaky {
+    inner: MemoryStore,
+    fail: Arc<AtomicBool>,
+    writes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl BackingStore for Flaky {
+    fn read_page(&self, pgoff: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_page(pgoff, buf)
+    }
+    fn write_page(&self, pgoff: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected"));
+        }
+        self.inner.write_page(pgoff, buf)
+    }
+}
+
+/// Data loss: a disk file mapped shared, written, unmapped, then the space
+/// and the `File` dropped. The removed VMA still held the `File` in epoch
+/// garbage (here kept uncollected by a pinned guard, as at process exit), so
+/// the write-back at drop never ran and the disk read zeros. Now the pages
+/// reach the disk when the mapping goes.
+#[test]
+fn dirty_shared_pages_reach_the_disk_when_the_mapping_goes() {
+    for unmap_first in [true, false] {
+        let path = std::env::temp_dir().join(format!(
+            "vmspace-issue12-{}-{unmap_first}",
+            std::process::id()
+        ));
+        let disk = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let _garbage_stays = vmspace_tree::pin();
+        {
+            let frames = Arc::new(FrameAllocator::new(64 * P).unwrap());
+            let s = AddressSpace::new(Config::default(), frames.clone());
+            let file = Arc::new(File::new(2, Box::new(DiskStore::new(disk)), frames));
+            let shared = MapFlags {
+                shared: true,
+                ..MapFlags::default()
+            };
+            let src = MapSource::File { file, pgoff: 0 };
+            let a = s.mmap(0, 2 * P, Prot::READ_WRITE, shared, src).unwrap();
+            let mut cpu = s.cpu();
+            cpu.write_bytes(a + P + 10, b"kept").unwrap();
+            drop(cpu);
+            if unmap_first {
+                s.munmap(a, 2 * P).unwrap();
+            }
+        }
+        let on_disk = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            on_disk.get(P as usize + 10..P as usize + 14),
+            Some(&b"kept"[..]),
+            "unmap first: {unmap_first}"
+        );
+    }
+}
+
+/// A write-back that fails when the mapping goes keeps the page dirty and
+/// is reported by the next `sync`, which writes it again once the store
+/// works; dropping the address space writes back its shared mappings.
+#[test]
+fn failed_write_back_is_reported_and_retried() {
+    let frames = Arc::new(FrameAllocator::new(64 * P).unwrap());
+    let s = AddressSpace::new(Config::default(), frames.clone());
+    let fail = Arc::new(AtomicBool::new(true));
+    let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let store = Flaky {
+        inner: MemoryStore::new(2, |_, p| p.fill(0)),
+        fail: fail.clone(),
+        writes: writes.clone(),
+    };
+    let file = Arc::new(File::new(2, Box::new(store), frames));
+    let shared = MapFlags {
+        shared: true,
+        ..MapFlags::default()
+    };
+    let src = || MapSource::File {
+        file: file.clone(),
+        pgoff: 0,
+    };
+    let a = s.mmap(0, 2 * P, Prot::READ_WRITE, shared, src()).unwrap();
+    s.cpu().write_u8(a, 3).unwrap();
+    s.munmap(a, 2 * P).unwrap();
+    assert_eq!(writes.load(Ordering::SeqCst), 1, "written back at munmap");
+    fail.store(false, Ordering::SeqCst);
+    let err = file.sync().expect_err("the munmap's failure is reported");
+    assert_eq!(err.to_string(), "injected");
+    assert_eq!(
+        writes.load(Ordering::SeqCst),
+        2,
+        "and the page written again"
+    );
+    file.sync().unwrap();
+    // msync reports the same way (EIO).
+    let a = s.mmap(0, 2 * P, Prot::READ_WRITE, shared, src()).unwrap();
+    s.cpu().write_u8(a + P, 4).unwrap();
+    fail.store(true, Ordering::SeqCst);
+    assert_eq!(s.msync(a, 2 * P), Err(Errno::EIO));
+    let before = writes.load(Ordering::SeqCst);
+    drop(s);
+    drop(file);
+    assert_eq!(
+        writes.load(Ordering::SeqCst) - before,
+        2,
+        "both dirty pages tried when the space drops"
+    );
+}

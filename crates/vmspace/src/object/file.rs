@@ -14,9 +14,28 @@
 //! call [`File::fill`] with nothing held, then retry (Linux's VM_FAULT_RETRY).
 //!
 //! Dirty tracking: a write fault on a shared mapping marks the page dirty
-//! before the write can happen. Mappings stay writable after a sync (there is
-//! no write-protect pass yet), so a marked page stays marked: [`File::sync`]
-//! and `Drop` write back every page ever marked. Simple, and loses nothing.
+//! before the write can happen. Mappings stay writable after a write-back
+//! (there is no write-protect pass yet), so a marked page stays marked and
+//! every write-back writes it again. Simple, and loses nothing.
+//!
+//! # When dirty pages reach the store
+//!
+//! * [`File::sync`] (and `msync` of a shared mapping): every dirty page.
+//! * When a shared mapping is removed (`munmap`, `mmap(MAP_FIXED)` over it,
+//!   `mremap`'s old range, the address space dropped): the dirty pages of
+//!   the range it mapped, after the address-space lock is released
+//!   ([`File::write_back`]). So the data is on the store when the mapping's
+//!   last call returns, whenever the VMA itself is freed (a removed VMA can
+//!   live on in deferred epoch garbage, and that is never collected at
+//!   process exit).
+//! * When the `File` is dropped: every dirty page.
+//!
+//! A failed write-back keeps the page dirty (it is written again by the next
+//! write-back) and records the error, which the next `sync` reports (as
+//! Linux reports a write-back error at the next `fsync`). A write-back that
+//! fails at drop has no one to report to: `Drop` prints the error and the
+//! number of pages whose data did not reach the store on standard error,
+//! never silently.
 //!
 //! Locks: `fill` is taken with no PTE lock held (under at most a VMA read lock
 //! or the address-space lock); only the frame free list is taken under it.
@@ -37,6 +56,11 @@ pub trait BackingStore: Send + Sync {
     fn is_slow(&self) -> bool {
         false
     }
+    /// Whether written pages can be read back (false for [`ZeroStore`]:
+    /// write-back to it is skipped).
+    fn keeps_writes(&self) -> bool {
+        true
+    }
 }
 
 /// A store that reads zeros and forgets writes: the backing of shared anonymous
@@ -50,6 +74,9 @@ impl BackingStore for ZeroStore {
     }
     fn write_page(&self, _: u64, _: &[u8]) -> io::Result<()> {
         Ok(())
+    }
+    fn keeps_writes(&self) -> bool {
+        false
     }
 }
 
@@ -162,6 +189,8 @@ pub struct File {
     fill: crate::sync::Mutex<()>,
     store: Box<dyn BackingStore>,
     frames: Arc<FrameAllocator>,
+    /// The first write-back error not yet reported by `sync`.
+    error: parking_lot::Mutex<Option<io::Error>>,
 }
 
 /// Why a page could not be brought into the cache.
@@ -187,6 +216,7 @@ impl File {
             fill: crate::sync::Mutex::new(()),
             store,
             frames,
+            error: parking_lot::Mutex::new(None),
         }
     }
 
@@ -254,32 +284,54 @@ impl File {
         }
     }
 
-    /// Writes every page marked dirty back to the store. Every page is tried;
-    /// the first error is returned.
+    /// Writes every page marked dirty back to the store. Every page is
+    /// tried; the first error, or an earlier unreported write-back error, is
+    /// returned (and then counts as reported).
     pub fn sync(&self) -> io::Result<()> {
-        let mut first_err = None;
+        let _ = self.write_back(0, self.pages);
+        self.error.lock().take().map_or(Ok(()), Err)
+    }
+
+    /// Writes the dirty pages of `[first, end)` (page offsets) back to the
+    /// store. Every page is tried; the first error is returned and kept for
+    /// the next `sync`. Returns how many dirty pages could not be written.
+    pub fn write_back(&self, first: u64, end: u64) -> usize {
+        if !self.store.keeps_writes() {
+            return 0;
+        }
+        let end = end.min(self.pages);
+        let mut failed = 0;
         let mut buf = vec![0u8; PAGE_SIZE as usize];
-        for (p, mark) in self.dirty.iter().enumerate() {
-            if !mark.load(Ordering::Relaxed) {
+        for p in first..end {
+            if !self.dirty[p as usize].load(Ordering::Relaxed) {
                 continue;
             }
-            let Some(f) = self.cached(p as u64) else {
+            let Some(f) = self.cached(p) else {
                 continue;
             };
             self.frames.read_frame(f, &mut buf);
-            if let Err(e) = self.store.write_page(p as u64, &buf) {
-                first_err.get_or_insert(e);
+            if let Err(e) = self.store.write_page(p, &buf) {
+                failed += 1;
+                self.error.lock().get_or_insert(e);
             }
         }
-        first_err.map_or(Ok(()), Err)
+        failed
     }
 }
 
 impl Drop for File {
-    /// Writes back the dirty pages (an error here has no one to be reported
-    /// to: call `sync` first to see it), then releases the cache's frames.
+    /// Writes back the dirty pages (see "When dirty pages reach the store"
+    /// for a failure), then releases the cache's frames.
     fn drop(&mut self) {
-        let _ = self.sync();
+        let failed = self.write_back(0, self.pages);
+        let error = self.error.get_mut().take();
+        if let (true, Some(e)) = (failed > 0, error) {
+            eprintln!(
+                "vmspace: file {}: {failed} dirty page(s) could not be written back when the \
+                 file was dropped, their data is lost: {e}",
+                self.id
+            );
+        }
         for slot in self.cache.iter() {
             let f = slot.load(Ordering::Acquire);
             if f != 0 {
