@@ -40,6 +40,7 @@ fn space(strategy: Strategy) -> Arc<AddressSpace> {
         },
         frames,
     )
+    .unwrap()
 }
 
 const CHURN_AT: u64 = 0x1000_0000_0000;

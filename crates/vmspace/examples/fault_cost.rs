@@ -36,7 +36,8 @@ fn main() {
             ..Config::default()
         },
         frames.clone(),
-    );
+    )
+    .unwrap();
     let file = Arc::new(File::new(len / P, Box::new(ZeroStore), frames));
     let mut cpu = s.cpu();
     let started = std::time::Instant::now();

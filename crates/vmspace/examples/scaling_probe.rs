@@ -68,7 +68,8 @@ fn run(
             ..Config::default()
         },
         frames.clone(),
-    );
+    )
+    .unwrap();
     let files: Vec<Arc<File>> = (0..threads)
         .map(|_| {
             let f = Arc::new(File::new(LEN / P, Box::new(ZeroStore), frames.clone()));

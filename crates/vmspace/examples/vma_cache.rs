@@ -20,7 +20,8 @@ fn run(strategy: Strategy, extra: u64, read_first: bool, cache: bool, rounds: u3
             ..Config::default()
         },
         frames,
-    );
+    )
+    .unwrap();
     // Neighbouring VMAs with alternating protections (no merges).
     for i in 0..extra {
         let prot = if i % 2 == 0 {

@@ -92,3 +92,78 @@ pub struct RemapFlags {
     /// `MREMAP_FIXED` (with a new address; needs `may_move`).
     pub fixed: Option<u64>,
 }
+
+/// Why a [`Config`] was refused (by [`Config::validate`] and
+/// `AddressSpace::new`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "bad vmspace configuration: {}: {}",
+            self.field, self.reason
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks that the settings describe an address space that can exist:
+    /// `mmap_min_addr` and `mmap_base` page aligned, with
+    /// `mmap_min_addr < mmap_base <= TASK_SIZE` (so every placed mapping is
+    /// below the user limit and can be unmapped again); `max_map_count` at
+    /// least 1; `stack_limit` at most `TASK_SIZE`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use crate::frame::PAGE_SIZE;
+        use crate::pagetable::TASK_SIZE;
+        let bad = |field, reason: String| Err(ConfigError { field, reason });
+        if !self.mmap_min_addr.is_multiple_of(PAGE_SIZE) {
+            return bad(
+                "mmap_min_addr",
+                format!("{:#x} is not page aligned", self.mmap_min_addr),
+            );
+        }
+        if !self.mmap_base.is_multiple_of(PAGE_SIZE) {
+            return bad(
+                "mmap_base",
+                format!("{:#x} is not page aligned", self.mmap_base),
+            );
+        }
+        if self.mmap_base > TASK_SIZE {
+            return bad(
+                "mmap_base",
+                format!(
+                    "{:#x} is above the user limit {TASK_SIZE:#x}",
+                    self.mmap_base
+                ),
+            );
+        }
+        if self.mmap_min_addr >= self.mmap_base {
+            return bad(
+                "mmap_min_addr",
+                format!(
+                    "{:#x} leaves no room below mmap_base {:#x}",
+                    self.mmap_min_addr, self.mmap_base
+                ),
+            );
+        }
+        if self.max_map_count == 0 {
+            return bad("max_map_count", "0 allows no mapping".into());
+        }
+        if self.stack_limit > TASK_SIZE {
+            return bad(
+                "stack_limit",
+                format!("{:#x} is larger than user space", self.stack_limit),
+            );
+        }
+        Ok(())
+    }
+}

@@ -334,7 +334,7 @@ impl AddressSpace {
     ) -> Result<Step, FaultCause> {
         vma.alive.touch();
         let allowed = match access {
-            Access::Read => vma.prot.allows_read(),
+            Access::Read => vma.allows_read(),
             Access::Write => vma.prot.write,
             Access::Fetch => vma.prot.exec,
         };
@@ -368,7 +368,7 @@ impl AddressSpace {
         access: Access,
         validate: &Validate<'_>,
     ) -> Result<Step, FaultCause> {
-        let bits = vma.prot.pte_bits_no_write();
+        let bits = vma.pte_bits_no_write();
         if access != Access::Write || pte.has(Pte::WRITE) {
             return Ok(self.install(
                 table,
@@ -425,7 +425,7 @@ impl AddressSpace {
         access: Access,
         validate: &Validate<'_>,
     ) -> Result<Step, FaultCause> {
-        let bits = vma.prot.pte_bits_no_write();
+        let bits = vma.pte_bits_no_write();
         if access != Access::Write {
             return Ok(self.install(table, page, Pte(0), Pte::new(FrameId::ZERO, bits), validate));
         }
@@ -476,7 +476,7 @@ impl AddressSpace {
             None if file.is_slow() => return Ok(Step::Wait(file.clone(), pgoff)),
             None => file.fill(pgoff).map_err(fill_cause)?,
         };
-        let bits = vma.prot.pte_bits_no_write();
+        let bits = vma.pte_bits_no_write();
         if vma.shared {
             let write = if vma.prot.write {
                 file.mark_dirty(pgoff);

@@ -21,7 +21,7 @@
 //! use vmspace::{AddressSpace, Config, FrameAllocator, MapFlags, MapSource, Prot};
 //!
 //! let frames = Arc::new(FrameAllocator::new(1 << 20).unwrap());
-//! let space = AddressSpace::new(Config::default(), frames);
+//! let space = AddressSpace::new(Config::default(), frames).unwrap();
 //! let addr = space.mmap(0, 8192, Prot::READ_WRITE, MapFlags::default(), MapSource::Anon).unwrap();
 //! let mut cpu = space.cpu();
 //! cpu.write_u8(addr + 5, 42).unwrap();
@@ -50,14 +50,14 @@ mod vma;
 mod vmacache;
 mod writer;
 
-pub use config::{Config, MapFlags, RemapFlags, Strategy};
+pub use config::{Config, ConfigError, MapFlags, RemapFlags, Strategy};
 pub use cpu::Cpu;
 pub use error::{Access, Errno, Fault, FaultCause};
 pub use frame::{ArenaError, FrameAllocator, FrameId, Owner, PAGE_SIZE, POISON};
 #[doc(hidden)]
 pub use inspect::PteInfo;
 pub use object::{AnonObject, BackingStore, DiskStore, File, FillError, MemoryStore, ZeroStore};
-pub use pagetable::ADDR_LIMIT;
-pub use space::{AddressSpace, MapInfo, MapSource, STACK_GUARD_GAP};
+pub use pagetable::{ADDR_LIMIT, TASK_SIZE};
+pub use space::{AddressSpace, MapInfo, MapSource, MAX_FILE_PAGES, STACK_GUARD_GAP};
 pub use stats::FaultStats;
 pub use vma::Prot;

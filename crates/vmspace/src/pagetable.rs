@@ -76,6 +76,11 @@ pub const ADDR_LIMIT: u64 = 1 << 47;
 #[cfg(loom)]
 pub const ADDR_LIMIT: u64 = 1 << (12 + 4 * LEVEL_BITS);
 
+/// One past the highest address a mapping may use (Linux's `TASK_SIZE` on
+/// x86-64 with 4-level paging: the last page below [`ADDR_LIMIT`] is never
+/// mapped, so that no access runs off the top of user space).
+pub const TASK_SIZE: u64 = ADDR_LIMIT - crate::frame::PAGE_SIZE;
+
 /// A page-table entry value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Pte(pub u64);

@@ -8,7 +8,8 @@
 //! | grow otherwise, `MAYMOVE` | the range moves to a new place (top-down placement) and grows there |
 //! | grow otherwise | `ENOMEM` |
 //! | `MAYMOVE \| FIXED`, `new_len == old_len` | every VMA in the range moves, gaps between them kept (Linux 6.17+); only each piece's destination is unmapped |
-//! | `MAYMOVE \| FIXED`, resizing | the old range must lie in one VMA; the destination is unmapped; a shrinking call unmaps the old tail; the range moves |
+//! | `MAYMOVE \| FIXED`, growing | the old range must lie in one VMA; the destination is unmapped; the range moves |
+//! | `MAYMOVE \| FIXED`, shrinking | the part that moves must lie in one VMA (else `EFAULT`, nothing changed); the destination is unmapped, then the old tail (whatever VMAs or holes it spans); the part moves |
 //! | `old_len == 0` on a shared mapping, `MAYMOVE` | a second mapping of the same pages (a duplicate) |
 //!
 //! Errors, in the order Linux checks them: `EINVAL` for bad arguments (see
@@ -24,7 +25,7 @@
 use crate::config::RemapFlags;
 use crate::error::Errno;
 use crate::frame::PAGE_SIZE;
-use crate::pagetable::ADDR_LIMIT;
+use crate::pagetable::TASK_SIZE;
 use crate::vma::Vma;
 use crate::writer::Writer;
 use std::sync::Arc;
@@ -90,7 +91,7 @@ fn check_fixed_destination(
     }
     let dest_end = dest
         .checked_add(new_len)
-        .filter(|&e| e <= ADDR_LIMIT)
+        .filter(|&e| e <= TASK_SIZE)
         .ok_or(Errno::EINVAL)?;
     if addr + old_len > dest && dest_end > addr {
         return Err(Errno::EINVAL);
@@ -101,8 +102,10 @@ fn check_fixed_destination(
     Ok(())
 }
 
-/// A fixed move that also resizes (or duplicates, `old_len == 0`): the old
-/// range must lie in one VMA, checked before the destination is unmapped.
+/// A fixed move that also resizes (or duplicates, `old_len == 0`). Growing,
+/// the old range must lie in one VMA, checked before the destination is
+/// unmapped; shrinking, only the part that moves must (checked first too),
+/// then the destination and the old tail are unmapped.
 fn move_fixed(
     w: &mut Writer<'_>,
     addr: u64,
@@ -115,7 +118,10 @@ fn move_fixed(
         return Err(Errno::EINVAL);
     }
     let old_end = addr + old_len;
-    if old_end > vma.end {
+    // Only the part that moves must lie in one VMA, checked before anything
+    // is unmapped; a shrinking call's tail goes, whatever it spans.
+    let moving = old_len.min(new_len);
+    if addr + moving > vma.end || (old_len <= new_len && old_end > vma.end) {
         return Err(Errno::EFAULT);
     }
     w.unmap(dest, dest + new_len)?;
@@ -166,7 +172,7 @@ fn move_vmas(w: &mut Writer<'_>, addr: u64, end: u64, dest: u64) -> Result<u64, 
 /// Grows `vma` to end at `new_end` if nothing is mapped there; merges with the
 /// next VMA when that becomes possible.
 fn grow_in_place(w: &mut Writer<'_>, vma: &Arc<Vma>, new_end: u64) -> Result<bool, Errno> {
-    if new_end > ADDR_LIMIT || !w.space.vmas_in(vma.end, new_end).is_empty() {
+    if new_end > TASK_SIZE || !w.space.vmas_in(vma.end, new_end).is_empty() {
         return Ok(false);
     }
     vma.write_lock(w);

@@ -25,12 +25,12 @@
 //! shootdown, drop the frame references, then merge the result with its
 //! neighbours where Linux would ([`Writer::merge_around`]).
 
-use crate::config::{Config, MapFlags, RemapFlags, Strategy};
+use crate::config::{Config, ConfigError, MapFlags, RemapFlags, Strategy};
 use crate::cpu::Cpu;
 use crate::error::Errno;
 use crate::frame::{FrameAllocator, FrameId, PAGE_SIZE};
 use crate::object::File;
-use crate::pagetable::{Event, PageTable, Pte, ADDR_LIMIT};
+use crate::pagetable::{Event, PageTable, Pte, ADDR_LIMIT, TASK_SIZE};
 use crate::sync::{AtomicU64, Ordering, RwLock, RwLockReadGuard, WriterQueue};
 use crate::tlb::CpuRegistry;
 use crate::vma::{Prot, Vma};
@@ -104,10 +104,15 @@ fn page_align_up(len: u64) -> Option<u64> {
     len.checked_add(PAGE_SIZE - 1).map(|l| l & !(PAGE_SIZE - 1))
 }
 impl AddressSpace {
-    /// A new, empty address space drawing frames from `frames`.
-    pub fn new(config: Config, frames: Arc<FrameAllocator>) -> Arc<AddressSpace> {
+    /// A new, empty address space drawing frames from `frames`; a
+    /// configuration that [`Config::validate`] refuses is an error.
+    pub fn new(
+        config: Config,
+        frames: Arc<FrameAllocator>,
+    ) -> Result<Arc<AddressSpace>, ConfigError> {
+        config.validate()?;
         let (tree, token) = RangeTree::new();
-        Arc::new(AddressSpace {
+        Ok(Arc::new(AddressSpace {
             config,
             frames,
             tree,
@@ -116,7 +121,7 @@ impl AddressSpace {
             mm_seq: CachePadded::new(AtomicU64::new(1)),
             pt: PageTable::new(),
             cpus: CpuRegistry::default(),
-        })
+        }))
     }
 
     /// A `Cpu` bound to this address space, for one thread.
@@ -199,7 +204,7 @@ impl AddressSpace {
             if !page_aligned(v.start) || !page_aligned(v.end) || v.start >= v.end {
                 return Err(format!("bad VMA bounds {v:?}"));
             }
-            if v.start < prev_end || v.end > ADDR_LIMIT {
+            if v.start < prev_end || v.end > TASK_SIZE {
                 return Err(format!(
                     "VMA {v:?} overlaps its predecessor or passes the limit"
                 ));
@@ -209,7 +214,8 @@ impl AddressSpace {
             }
             prev_end = v.end;
         }
-        if vmas.len() > self.config.max_map_count {
+        // `mmap` may take the count one past the limit, as Linux's does.
+        if vmas.len() > self.config.max_map_count.saturating_add(1) {
             return Err(format!("{} VMAs, over the limit", vmas.len()));
         }
         let mut err = None;
@@ -384,7 +390,7 @@ impl AddressSpace {
         if let MapSource::File { pgoff, .. } = &source {
             if pgoff
                 .checked_add(len / PAGE_SIZE)
-                .is_none_or(|end| end > (u64::MAX >> 12))
+                .is_none_or(|end| end > MAX_FILE_PAGES)
             {
                 return Err(Errno::EOVERFLOW);
             }
@@ -492,6 +498,11 @@ impl AddressSpace {
     }
 }
 
+/// Most pages a regular file can have, as Linux counts them for `mmap`:
+/// `MAX_LFS_FILESIZE` (2^63 - 1 bytes) in pages, 2^51 - 1. A file mapping
+/// whose page offset plus length passes it is `EOVERFLOW`.
+pub const MAX_FILE_PAGES: u64 = (1 << 51) - 1;
+
 /// The gap kept below a growing stack (Linux's default `stack_guard_gap`).
 pub const STACK_GUARD_GAP: u64 = 256 * PAGE_SIZE;
 
@@ -556,7 +567,7 @@ fn check_range(addr: u64, len: u64, bad: Errno) -> Result<u64, Errno> {
     let end = page_align_up(len)
         .and_then(|l| addr.checked_add(l))
         .ok_or(bad)?;
-    if end > ADDR_LIMIT {
+    if end > TASK_SIZE {
         return Err(bad);
     }
     Ok(end)

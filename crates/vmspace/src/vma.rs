@@ -92,18 +92,24 @@ impl Prot {
         Prot { read, write, exec }
     }
 
-    /// Whether a load is allowed. As on x86-64 with protection keys: write
-    /// implies read, and an exec-only mapping cannot be read.
-    pub fn allows_read(self) -> bool {
-        self.read || self.write
+    /// Whether the protection is `PROT_EXEC` alone (Linux then gives the
+    /// mapping its execute-only protection key, where the CPU has keys).
+    pub fn is_exec_only(self) -> bool {
+        self == Prot::new(false, false, true)
+    }
+
+    /// Whether a load is allowed, as on x86-64: write and execute imply read,
+    /// except under the execute-only protection key (`exec_only_key`).
+    pub fn allows_read(self, exec_only_key: bool) -> bool {
+        self.read || self.write || (self.exec && !exec_only_key)
     }
 
     /// The PTE permission bits for this protection, without write (write is
     /// granted per page by the fault path).
-    pub(crate) fn pte_bits_no_write(self) -> u64 {
+    pub(crate) fn pte_bits_no_write(self, exec_only_key: bool) -> u64 {
         use crate::pagetable::Pte;
         let mut b = 0;
-        if self.allows_read() {
+        if self.allows_read(exec_only_key) {
             b |= Pte::READ;
         }
         if self.exec {
@@ -112,6 +118,9 @@ impl Prot {
         b
     }
 }
+
+/// The protection key Linux reserves for execute-only mappings.
+pub const EXEC_ONLY_PKEY: u8 = 1;
 
 /// What backs a VMA.
 #[derive(Clone)]
@@ -140,6 +149,11 @@ pub struct Vma {
     pub account: bool,
     /// Whether the object is shared anonymous memory (prints as `anon` with `s`).
     pub shmem: bool,
+    /// The protection key: 0, or [`EXEC_ONLY_PKEY`] for an execute-only
+    /// mapping on a CPU with keys (`Config::exec_only_pkey`). Part of the
+    /// VMA's flags, as in Linux: it takes part in merge and anonymous-object
+    /// sharing decisions. Immutable.
+    pub pkey: u8,
     /// The backing object. Immutable.
     pub backing: Backing,
     /// Page offset in the backing object of `start` (for anonymous memory, the
@@ -243,6 +257,7 @@ impl Vma {
             prot,
             shared,
             growsdown: false,
+            pkey: 0,
             account: !shared && prot.write,
             shmem: false,
             backing,
@@ -287,6 +302,30 @@ impl Vma {
         }
     }
 
+    /// Whether a load is allowed (see [`Prot::allows_read`]).
+    pub fn allows_read(&self) -> bool {
+        self.prot.allows_read(self.pkey == EXEC_ONLY_PKEY)
+    }
+
+    /// The PTE permission bits of this VMA's pages, without write.
+    pub(crate) fn pte_bits_no_write(&self) -> u64 {
+        self.prot.pte_bits_no_write(self.pkey == EXEC_ONLY_PKEY)
+    }
+
+    /// The protection key a VMA of this one's gets when its protection
+    /// becomes `prot` (Linux's `arch_override_mprotect_pkey`): the
+    /// execute-only key for `PROT_EXEC` alone where keys exist, back to the
+    /// default key when an execute-only VMA gets another protection.
+    pub(crate) fn pkey_for(&self, prot: Prot, keys: bool) -> u8 {
+        if keys && prot.is_exec_only() {
+            EXEC_ONLY_PKEY
+        } else if self.pkey == EXEC_ONLY_PKEY {
+            0
+        } else {
+            self.pkey
+        }
+    }
+
     /// The file (or shmem object), if any.
     pub fn file(&self) -> Option<&Arc<File>> {
         match &self.backing {
@@ -328,6 +367,7 @@ impl Vma {
             && self.growsdown == next.growsdown
             && self.account == next.account
             && self.shmem == next.shmem
+            && self.pkey == next.pkey
             && self.pgoff_at(self.end) == next.pgoff
     }
 

@@ -24,7 +24,7 @@ use crate::config::MapFlags;
 use crate::error::Errno;
 use crate::frame::PAGE_SIZE;
 use crate::object::{File, ZeroStore};
-use crate::pagetable::{Event, FlushBatch, Pte, ADDR_LIMIT, TABLE_SPAN};
+use crate::pagetable::{Event, FlushBatch, Pte, ADDR_LIMIT, TABLE_SPAN, TASK_SIZE};
 use crate::space::{AddressSpace, MapSource};
 use crate::sync::{Ordering, RwLockWriteGuard};
 use crate::vma::{Backing, Prot, Vma};
@@ -79,7 +79,7 @@ impl Writer<'_> {
         let cfg = &self.space.config;
         if fixed {
             let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
-            return if end > ADDR_LIMIT {
+            return if end > TASK_SIZE {
                 Err(Errno::ENOMEM)
             } else {
                 Ok(addr)
@@ -87,7 +87,7 @@ impl Writer<'_> {
         }
         let hint = addr & !(PAGE_SIZE - 1);
         if hint >= cfg.mmap_min_addr
-            && hint.checked_add(len).is_some_and(|e| e <= ADDR_LIMIT)
+            && hint.checked_add(len).is_some_and(|e| e <= TASK_SIZE)
             && self.space.vmas_in(hint, hint + len).is_empty()
         {
             return Ok(hint);
@@ -120,6 +120,9 @@ impl Writer<'_> {
         };
         let mut v = Vma::new(start, end, prot, flags.shared, backing, pgoff, self.seq);
         v.growsdown = flags.growsdown;
+        if self.space.config.exec_only_pkey && prot.is_exec_only() {
+            v.pkey = crate::vma::EXEC_ONLY_PKEY;
+        }
         v.shmem = shmem;
         v
     }
@@ -293,9 +296,11 @@ impl Writer<'_> {
         v.write_lock(self);
         let mut nv = v.piece(start, end, self.seq);
         nv.prot = prot;
+        nv.pkey = v.pkey_for(prot, self.space.config.exec_only_pkey);
         nv.account = account_after_mprotect(&v, prot);
+        let bits = nv.pte_bits_no_write();
         self.insert(nv);
-        self.change_pte_perms(start, end, prot);
+        self.change_pte_perms(start, end, prot, bits);
         v.detach(self);
         self.merge_around(start, end);
         Ok(())
@@ -305,8 +310,7 @@ impl Writer<'_> {
     /// for `prot`. Write permission is kept only where the entry had it
     /// (an owned private anonymous frame, or a shared mapping made writable
     /// by a fault); elsewhere the next write faults and copies or marks.
-    fn change_pte_perms(&self, start: u64, end: u64, prot: Prot) {
-        let base_bits = prot.pte_bits_no_write();
+    fn change_pte_perms(&self, start: u64, end: u64, prot: Prot, base_bits: u64) {
         let batch = self.update_range(start, end, Event::Protect, |_, pte| {
             let mut bits = base_bits;
             if prot.write && pte.has(Pte::WRITE) {

@@ -15,6 +15,7 @@ fn space(strategy: Strategy, arena_pages: u64) -> Arc<AddressSpace> {
         },
         frames,
     )
+    .unwrap()
 }
 
 fn anon(s: &AddressSpace, addr: u64, len: u64, prot: Prot, fixed: bool) -> Result<u64, Errno> {
@@ -115,7 +116,8 @@ fn map_count_limit_is_enforced() {
             ..Config::default()
         },
         frames,
-    );
+    )
+    .unwrap();
     let base = 0x100_0000;
     anon(&s, base, 16 * P, Prot::READ_WRITE, true).unwrap();
     // Alternate protections: each mprotect splits.
@@ -166,7 +168,9 @@ fn anonymous_memory_zero_fill_cow_and_dontneed() {
         let f = cpu.read_u8(a - P).unwrap_err();
         assert_eq!(f.cause, FaultCause::NoMapping);
         let x = anon(&s, 0, P, Prot::new(false, false, true), false).unwrap();
-        assert_eq!(cpu.read_u8(x).unwrap_err().cause, FaultCause::Protection);
+        // Without execute-only keys (the default), as on x86-64: execute
+        // implies read (`issue_012.rs` checks the keyed case).
+        assert_eq!(cpu.read_u8(x).unwrap(), 0);
         assert_eq!(cpu.fetch_u8(x).unwrap(), 0);
     });
 }

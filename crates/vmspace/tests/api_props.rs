@@ -121,7 +121,7 @@ fn run(s: &Arc<AddressSpace>, cpu: &mut Cpu, file: &Arc<File>, call: &Call) -> O
 fn allowed(call: &Call, e: Errno) -> bool {
     use Errno::*;
     match call {
-        Call::Mmap(..) => [EINVAL, ENOMEM, EEXIST, EPERM].contains(&e),
+        Call::Mmap(..) => [EINVAL, ENOMEM, EEXIST, EPERM, EOVERFLOW].contains(&e),
         Call::Munmap(..) => [EINVAL, ENOMEM].contains(&e),
         Call::Mprotect(..) => [EINVAL, ENOMEM, EACCES].contains(&e),
         Call::Mremap(..) => [EINVAL, ENOMEM, EFAULT, EAGAIN, EPERM].contains(&e),
@@ -143,7 +143,7 @@ fn sequence(strategy: vmspace::Strategy, calls: &[Call]) -> Result<(), TestCaseE
         max_map_count: 24,
         ..Config::default()
     };
-    let s = AddressSpace::new(config, frames.clone());
+    let s = AddressSpace::new(config, frames.clone()).unwrap();
     let mut cpu = s.cpu();
     for (i, c) in calls.iter().enumerate() {
         if let Some(e) = run(&s, &mut cpu, &file, c) {

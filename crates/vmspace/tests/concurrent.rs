@@ -50,7 +50,8 @@ fn run(strategy: Strategy) {
             ..Config::default()
         },
         frames.clone(),
-    );
+    )
+    .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let dead_gen = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs());

@@ -20,6 +20,7 @@ fn space(strategy: Strategy, arena_pages: u64) -> Arc<AddressSpace> {
         },
         frames,
     )
+    .unwrap()
 }
 
 fn map_anon(s: &AddressSpace, addr: u64, len: u64) -> u64 {
@@ -133,8 +134,8 @@ fn tables_freed_under_concurrent_faults() {
 #[test]
 fn frames_know_their_mappings_and_owner() {
     let frames = Arc::new(FrameAllocator::new(64 * P).unwrap());
-    let a = AddressSpace::new(Config::default(), frames.clone());
-    let b = AddressSpace::new(Config::default(), frames.clone());
+    let a = AddressSpace::new(Config::default(), frames.clone()).unwrap();
+    let b = AddressSpace::new(Config::default(), frames.clone()).unwrap();
     let file = Arc::new(File::new(4, Box::new(ZeroStore), frames.clone()));
     let shared = MapFlags {
         shared: true,
@@ -196,7 +197,8 @@ fn copy_on_write_moves_the_mapping_to_the_copy() {
                 ..Config::default()
             },
             frames.clone(),
-        );
+        )
+        .unwrap();
         let store = MemoryStore::new(2, |p, page| page.fill(p as u8 + 1));
         let file = Arc::new(File::new(2, Box::new(store), frames.clone()));
         let at = s
@@ -265,7 +267,7 @@ fn dirty_shared_pages_reach_the_disk_when_the_mapping_goes() {
         let _garbage_stays = vmspace_tree::pin();
         {
             let frames = Arc::new(FrameAllocator::new(64 * P).unwrap());
-            let s = AddressSpace::new(Config::default(), frames.clone());
+            let s = AddressSpace::new(Config::default(), frames.clone()).unwrap();
             let file = Arc::new(File::new(2, Box::new(DiskStore::new(disk)), frames));
             let shared = MapFlags {
                 shared: true,
@@ -296,7 +298,7 @@ fn dirty_shared_pages_reach_the_disk_when_the_mapping_goes() {
 #[test]
 fn failed_write_back_is_reported_and_retried() {
     let frames = Arc::new(FrameAllocator::new(64 * P).unwrap());
-    let s = AddressSpace::new(Config::default(), frames.clone());
+    let s = AddressSpace::new(Config::default(), frames.clone()).unwrap();
     let fail = Arc::new(AtomicBool::new(true));
     let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let store = Flaky {
@@ -339,4 +341,255 @@ fn failed_write_back_is_reported_and_retried() {
         2,
         "both dirty pages tried when the space drops"
     );
+}
+
+fn with_config(config: Config) -> Arc<AddressSpace> {
+    let frames = Arc::new(FrameAllocator::new(64 * P).unwrap());
+    AddressSpace::new(config, frames).unwrap()
+}
+
+fn layout(s: &AddressSpace) -> Vec<(u64, u64, Prot)> {
+    s.maps()
+        .iter()
+        .map(|m| (m.start / P, m.end / P, m.prot))
+        .collect()
+}
+
+/// Execute-only protection keys (Linux on a CPU with PKU): `--x` of part of
+/// a written anonymous VMA gets the execute-only key, so a new `rwx`
+/// mapping beside it cannot share its anonymous object; made `--x` later,
+/// it keeps its own object and the two do not merge. Without keys, they
+/// share the object and merge, and execute-only memory is readable.
+#[test]
+fn execute_only_keys_keep_vmas_apart() {
+    let x = Prot::new(false, false, true);
+    let rwx = Prot::new(true, true, true);
+    for keys in [true, false] {
+        let s = with_config(Config {
+            exec_only_pkey: keys,
+            ..Config::default()
+        });
+        let base = 0x4000_0000;
+        map_anon(&s, base, 8 * P);
+        let mut cpu = s.cpu();
+        cpu.write_u8(base, 1).unwrap();
+        s.mprotect(base + 4 * P, 4 * P, x).unwrap();
+        let flags = MapFlags {
+            fixed: true,
+            ..MapFlags::default()
+        };
+        s.mmap(base + 8 * P, 4 * P, rwx, flags, MapSource::Anon)
+            .unwrap();
+        cpu.write_u8(base + 8 * P, 2).unwrap();
+        s.mprotect(base + 8 * P, 4 * P, x).unwrap();
+        let b = base / P;
+        let expected = if keys {
+            vec![
+                (b, b + 4, Prot::READ_WRITE),
+                (b + 4, b + 8, x),
+                (b + 8, b + 12, x),
+            ]
+        } else {
+            vec![(b, b + 4, Prot::READ_WRITE), (b + 4, b + 12, x)]
+        };
+        assert_eq!(layout(&s), expected, "keys: {keys}");
+        assert_eq!(cpu.read_u8(base + 8 * P).is_ok(), !keys, "keys: {keys}");
+        assert_eq!(cpu.fetch_u8(base + 8 * P).unwrap(), 2);
+        // Made readable again, the key goes back to the default one.
+        s.mprotect(base + 4 * P, 8 * P, Prot::new(true, false, true))
+            .unwrap();
+        assert_eq!(cpu.read_u8(base + 8 * P).unwrap(), 2);
+        s.check_invariants().unwrap();
+    }
+}
+
+/// Linux's limits, measured on the host (Linux 6.18, x86-64, 4-level
+/// paging): `TASK_SIZE` is 2^47 - 4096, and a regular file has at most
+/// 2^51 - 1 pages for `mmap`.
+#[test]
+fn the_limits_are_linux_limits() {
+    let s = with_config(Config::default());
+    let fixed = MapFlags {
+        fixed: true,
+        ..MapFlags::default()
+    };
+    let rw = Prot::READ_WRITE;
+    let top = 1u64 << 47;
+    assert_eq!(TASK_SIZE, top - P);
+    assert_eq!(
+        s.mmap(top - P, P, rw, fixed, MapSource::Anon),
+        Err(Errno::ENOMEM)
+    );
+    assert_eq!(
+        s.mmap(top - 2 * P, 2 * P, rw, fixed, MapSource::Anon),
+        Err(Errno::ENOMEM)
+    );
+    assert_eq!(
+        s.mmap(top - 2 * P, P, rw, fixed, MapSource::Anon),
+        Ok(top - 2 * P)
+    );
+    // A hint on the last page is not taken.
+    let hinted = s
+        .mmap(top - P, P, rw, MapFlags::default(), MapSource::Anon)
+        .unwrap();
+    assert_ne!(hinted, top - P);
+    assert_eq!(s.munmap(top - P, P), Err(Errno::EINVAL));
+    assert_eq!(s.munmap(top - 2 * P, 2 * P), Err(Errno::EINVAL));
+    assert_eq!(s.munmap(top - 2 * P, P), Ok(()));
+    let dest = RemapFlags {
+        may_move: true,
+        fixed: Some(top - P),
+    };
+    assert_eq!(s.mremap(hinted, P, P, dest), Err(Errno::EINVAL));
+    // File offsets: pgoff + pages <= 2^51 - 1.
+    let frames = s.frames().clone();
+    let file = Arc::new(File::new(1, Box::new(ZeroStore), frames));
+    let at = |pgoff: u64, pages: u64| {
+        let src = MapSource::File {
+            file: file.clone(),
+            pgoff,
+        };
+        s.mmap(0, pages * P, Prot::READ, MapFlags::default(), src)
+            .map(|_| ())
+    };
+    let max = (1u64 << 51) - 1;
+    assert_eq!(at(max - 1, 1), Ok(()));
+    assert_eq!(at(max, 1), Err(Errno::EOVERFLOW));
+    assert_eq!(at(max - 2, 2), Ok(()));
+    assert_eq!(at(max - 1, 2), Err(Errno::EOVERFLOW));
+    s.check_invariants().unwrap();
+}
+
+/// Bad configurations are refused at creation; the VMA count may pass
+/// `max_map_count` by one, as on Linux, and the invariant check agrees.
+#[test]
+fn configurations_are_validated() {
+    let frames = Arc::new(FrameAllocator::new(16 * P).unwrap());
+    let bad = |config: Config| {
+        AddressSpace::new(config, frames.clone())
+            .err()
+            .map(|e| e.field)
+    };
+    let d = Config::default;
+    assert_eq!(
+        bad(Config {
+            mmap_base: u64::MAX,
+            ..d()
+        }),
+        Some("mmap_base")
+    );
+    assert_eq!(
+        bad(Config {
+            mmap_base: TASK_SIZE + P,
+            ..d()
+        }),
+        Some("mmap_base")
+    );
+    assert_eq!(
+        bad(Config {
+            mmap_base: 0x10001,
+            ..d()
+        }),
+        Some("mmap_base")
+    );
+    assert_eq!(
+        bad(Config {
+            mmap_min_addr: 7,
+            ..d()
+        }),
+        Some("mmap_min_addr")
+    );
+    assert_eq!(
+        bad(Config {
+            mmap_min_addr: 0x20000,
+            mmap_base: 0x20000,
+            ..d()
+        }),
+        Some("mmap_min_addr")
+    );
+    assert_eq!(
+        bad(Config {
+            max_map_count: 0,
+            ..d()
+        }),
+        Some("max_map_count")
+    );
+    assert_eq!(
+        bad(Config {
+            stack_limit: u64::MAX,
+            ..d()
+        }),
+        Some("stack_limit")
+    );
+    assert_eq!(
+        bad(Config {
+            mmap_base: TASK_SIZE,
+            ..d()
+        }),
+        None
+    );
+    // Nine mappings with a limit of 8 (Linux allows one over), and not ten.
+    let s = with_config(Config {
+        max_map_count: 8,
+        ..d()
+    });
+    for i in 0..9u64 {
+        // Apart, so that they do not merge.
+        map_anon(&s, 0x100_0000 + i * 2 * P, P);
+    }
+    let tenth = s.mmap(
+        0x200_0000,
+        P,
+        Prot::READ_WRITE,
+        MapFlags::default(),
+        MapSource::Anon,
+    );
+    assert_eq!(tenth, Err(Errno::ENOMEM));
+    assert_eq!(s.map_count(), 9);
+    s.check_invariants().unwrap();
+}
+
+/// `mremap(MREMAP_MAYMOVE | MREMAP_FIXED)` that shrinks: only the part that
+/// moves must lie in one VMA; the old tail goes whatever it spans (VMAs,
+/// holes). If the moving part leaves its VMA, `EFAULT` and nothing changes.
+#[test]
+fn fixed_shrinking_mremap_needs_only_the_moving_part_in_one_vma() {
+    let s = with_config(Config::default());
+    let rw = Prot::READ_WRITE;
+    let fixed = MapFlags {
+        fixed: true,
+        ..MapFlags::default()
+    };
+    let b = 0x5000_0000u64;
+    let mv = |to: u64| RemapFlags {
+        may_move: true,
+        fixed: Some(to),
+    };
+    // Two VMAs (no merge: different protections), shrink to the first's part.
+    s.mmap(b, 4 * P, rw, fixed, MapSource::Anon).unwrap();
+    s.mmap(b + 4 * P, 4 * P, Prot::READ, fixed, MapSource::Anon)
+        .unwrap();
+    s.cpu().write_u8(b + P, 9).unwrap();
+    assert_eq!(s.mremap(b, 8 * P, 2 * P, mv(b + 100 * P)), Ok(b + 100 * P));
+    assert_eq!(layout(&s), vec![(b / P + 100, b / P + 102, rw)]);
+    assert_eq!(s.cpu().read_u8(b + 101 * P).unwrap(), 9);
+    // A hole in the tail.
+    s.mmap(b, 4 * P, rw, fixed, MapSource::Anon).unwrap();
+    s.mmap(b + 6 * P, 2 * P, rw, fixed, MapSource::Anon)
+        .unwrap();
+    assert_eq!(s.mremap(b, 8 * P, 2 * P, mv(b + 200 * P)), Ok(b + 200 * P));
+    assert!(s.maps().iter().all(|m| m.start >= b + 100 * P));
+    // The moving part crosses its VMA's end: EFAULT, nothing unmapped.
+    s.mmap(b + 300 * P, 8 * P, rw, fixed, MapSource::Anon)
+        .unwrap();
+    s.mmap(b, 4 * P, rw, fixed, MapSource::Anon).unwrap();
+    s.mmap(b + 4 * P, 4 * P, Prot::READ, fixed, MapSource::Anon)
+        .unwrap();
+    let before = layout(&s);
+    assert_eq!(
+        s.mremap(b, 8 * P, 5 * P, mv(b + 300 * P)),
+        Err(Errno::EFAULT)
+    );
+    assert_eq!(layout(&s), before);
+    s.check_invariants().unwrap();
 }

@@ -24,7 +24,7 @@ use loom::thread;
 use std::sync::Arc;
 use vmspace::{
     AddressSpace, Config, FaultCause, File, FrameAllocator, MapFlags, MapSource, Prot, Strategy,
-    ZeroStore, ADDR_LIMIT, PAGE_SIZE,
+    ZeroStore, ADDR_LIMIT, PAGE_SIZE, TASK_SIZE,
 };
 
 const P: u64 = PAGE_SIZE;
@@ -46,11 +46,12 @@ fn space(strategy: Strategy) -> Arc<AddressSpace> {
             strategy,
             max_map_count: 64,
             mmap_min_addr: P,
-            mmap_base: ADDR_LIMIT,
+            mmap_base: TASK_SIZE,
             ..Config::default()
         },
         frames,
     )
+    .unwrap()
 }
 
 fn map(s: &AddressSpace, addr: u64, pages: u64) {
@@ -253,11 +254,12 @@ fn shootdown_vs_access() {
                 strategy: Strategy::PerVma,
                 max_map_count: 64,
                 mmap_min_addr: P,
-                mmap_base: ADDR_LIMIT,
+                mmap_base: TASK_SIZE,
                 ..Config::default()
             },
             frames,
-        );
+        )
+        .unwrap();
         map(&s, A, 1);
         let mut cpu = s.cpu();
         cpu.write_u8(A, 1).unwrap();

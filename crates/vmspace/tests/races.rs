@@ -22,6 +22,7 @@ fn space(strategy: Strategy, arena_pages: u64) -> Arc<AddressSpace> {
         },
         frames,
     )
+    .unwrap()
 }
 
 fn fixed() -> MapFlags {
@@ -347,7 +348,8 @@ fn two_cow_faults_on_one_page_cache_page() {
                 ..Config::default()
             },
             frames.clone(),
-        );
+        )
+        .unwrap();
         let source = || MapSource::File {
             file: file.clone(),
             pgoff: 0,
