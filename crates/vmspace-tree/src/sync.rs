@@ -35,6 +35,16 @@ mod imp {
         }
     }
 
+    /// Pushes this thread's deferred garbage to the collector and collects
+    /// what no guard can reach any more (a few rounds, so that the epoch can
+    /// advance past it). For callers that ran out of something garbage may
+    /// hold (memory).
+    pub fn collect() {
+        for _ in 0..4 {
+            pin().flush();
+        }
+    }
+
     /// Runs `drop(garbage)` once every thread pinned now has unpinned.
     pub fn defer_drop<G: Send + 'static>(guard: &Guard, garbage: G) {
         guard.defer(move || drop(garbage));
@@ -87,6 +97,10 @@ mod imp {
         }
     }
 
+    /// The model collector frees garbage when the last guard goes: nothing
+    /// to push.
+    pub fn collect() {}
+
     /// Runs `drop(garbage)` once no thread is pinned (`guard` is the caller's).
     pub fn defer_drop<G: Send + 'static>(_guard: &Guard, garbage: G) {
         COLLECTOR.lock().unwrap().garbage.push(Box::new(garbage));
@@ -127,4 +141,4 @@ mod imp {
 #[cfg(loom)]
 pub use imp::sync_with_collector;
 pub(crate) use imp::*;
-pub use imp::{defer_drop, pin, Guard};
+pub use imp::{collect, defer_drop, pin, Guard};

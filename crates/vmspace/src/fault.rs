@@ -131,12 +131,47 @@ impl AddressSpace {
                 .fault_speculative(stats, cache, hint, addr, access)
                 .or_else(|| self.fault_per_vma(stats, cache, hint, addr, access)),
         };
-        if let Some(result) = lockless {
-            return result;
+        let result = match lockless {
+            Some(result) => result,
+            None => {
+                if self.strategy() != Strategy::MmapLock {
+                    stats.bump(Counter::Fallback);
+                }
+                self.fault_with_mmap_lock(stats, addr, access)
+            }
+        };
+        match result {
+            Err(f) if f.cause == FaultCause::OutOfMemory => {
+                self.fault_after_collecting(stats, addr, access)
+            }
+            r => r,
         }
-        if self.strategy() != Strategy::MmapLock {
-            stats.bump(Counter::Fallback);
+    }
+
+    /// Out of frames: some may still wait in deferred garbage for a grace
+    /// period (pages of dropped shared memory, files whose last reference a
+    /// removed VMA holds), which the fault's own epoch guard held back.
+    /// With nothing held now, collect it (until a frame is free, for a
+    /// couple of milliseconds at most) and fault once more, on the lock path.
+    #[cold]
+    fn fault_after_collecting(
+        &self,
+        stats: &FaultCounters,
+        addr: u64,
+        access: Access,
+    ) -> Result<(), Fault> {
+        // Other threads' guards may hold the epoch back for a moment: try
+        // for up to a couple of milliseconds, then report what is true.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(2);
+        loop {
+            vmspace_tree::sync::collect();
+            let frames = self.frames();
+            if frames.in_use() < frames.capacity() || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::yield_now();
         }
+        stats.bump(Counter::Retry);
         self.fault_with_mmap_lock(stats, addr, access)
     }
 

@@ -582,13 +582,17 @@ impl Drop for AddressSpace {
                 Pte(0)
             });
         self.flush(batch);
-        // The shared file mappings still here are removed too: their dirty
-        // pages reach the store now, not when the last VMA is collected.
+        // The mappings still here are removed too: dirty pages of shared file
+        // mappings reach the store now, not when the last VMA is collected,
+        // and the files forget the ranges they mapped.
         let g = vmspace_tree::pin();
         for e in self.tree.iter(0, u64::MAX, &g) {
             let v = e.value;
             if let (true, false, Some(file)) = (v.shared, v.shmem, v.file()) {
                 file.write_back(v.pgoff, v.pgoff_at(v.end));
+            }
+            if let Some(file) = v.file() {
+                file.mapping_removed(v.pgoff, v.pgoff_at(v.end));
             }
         }
     }

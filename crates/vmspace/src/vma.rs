@@ -429,8 +429,11 @@ impl Vma {
     /// # Preconditions
     /// The VMA is out of the tree (`w` took it out).
     pub(crate) fn detach(&self, _w: &Writer<'_>) {
-        self.lock.word.swap(DETACHED, Ordering::SeqCst);
+        let was = self.lock.word.swap(DETACHED, Ordering::SeqCst);
         self.wait_for_readers();
+        if let (false, Some(file)) = (was == DETACHED, self.file()) {
+            file.mapping_removed(self.pgoff, self.pgoff_at(self.end));
+        }
     }
 
     /// `detach` without a writer, for unit tests of lookups.

@@ -23,7 +23,7 @@
 use crate::config::MapFlags;
 use crate::error::Errno;
 use crate::frame::PAGE_SIZE;
-use crate::object::{File, ZeroStore};
+use crate::object::File;
 use crate::pagetable::{Event, FlushBatch, Pte, ADDR_LIMIT, TABLE_SPAN, TASK_SIZE};
 use crate::space::{AddressSpace, MapSource};
 use crate::sync::{Ordering, RwLockWriteGuard};
@@ -113,7 +113,7 @@ impl Writer<'_> {
             MapSource::File { file, pgoff } => (Backing::File(file), pgoff, false),
             MapSource::Anon if flags.shared => {
                 let pages = (end - start) / PAGE_SIZE;
-                let f = File::new(pages, Box::new(ZeroStore), self.space.frames.clone());
+                let f = File::new_anonymous(pages, self.space.frames.clone());
                 (Backing::File(Arc::new(f)), 0, true)
             }
             MapSource::Anon => (Backing::Anon, start / PAGE_SIZE, false),
@@ -130,6 +130,9 @@ impl Writer<'_> {
     /// Stores a VMA (already write-locked for this writer) in the tree.
     pub(crate) fn insert(&mut self, vma: Vma) {
         let (s, e) = (vma.start, vma.end);
+        if let Some(file) = vma.file() {
+            file.mapping_added(vma.pgoff, vma.pgoff_at(vma.end));
+        }
         let space = self.space;
         space
             .tree

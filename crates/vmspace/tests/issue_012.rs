@@ -245,53 +245,6 @@ impl BackingStore for Flaky {
     }
 }
 
-/// Data loss: a disk file mapped shared, written, unmapped, then the space
-/// and the `File` dropped. The removed VMA still held the `File` in epoch
-/// garbage (here kept uncollected by a pinned guard, as at process exit), so
-/// the write-back at drop never ran and the disk read zeros. Now the pages
-/// reach the disk when the mapping goes.
-#[test]
-fn dirty_shared_pages_reach_the_disk_when_the_mapping_goes() {
-    for unmap_first in [true, false] {
-        let path = std::env::temp_dir().join(format!(
-            "vmspace-issue12-{}-{unmap_first}",
-            std::process::id()
-        ));
-        let disk = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        let _garbage_stays = vmspace_tree::pin();
-        {
-            let frames = Arc::new(FrameAllocator::new(64 * P).unwrap());
-            let s = AddressSpace::new(Config::default(), frames.clone()).unwrap();
-            let file = Arc::new(File::new(2, Box::new(DiskStore::new(disk)), frames));
-            let shared = MapFlags {
-                shared: true,
-                ..MapFlags::default()
-            };
-            let src = MapSource::File { file, pgoff: 0 };
-            let a = s.mmap(0, 2 * P, Prot::READ_WRITE, shared, src).unwrap();
-            let mut cpu = s.cpu();
-            cpu.write_bytes(a + P + 10, b"kept").unwrap();
-            drop(cpu);
-            if unmap_first {
-                s.munmap(a, 2 * P).unwrap();
-            }
-        }
-        let on_disk = std::fs::read(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(
-            on_disk.get(P as usize + 10..P as usize + 14),
-            Some(&b"kept"[..]),
-            "unmap first: {unmap_first}"
-        );
-    }
-}
-
 /// A write-back that fails when the mapping goes keeps the page dirty and
 /// is reported by the next `sync`, which writes it again once the store
 /// works; dropping the address space writes back its shared mappings.
@@ -592,4 +545,46 @@ fn fixed_shrinking_mremap_needs_only_the_moving_part_in_one_vma() {
     );
     assert_eq!(layout(&s), before);
     s.check_invariants().unwrap();
+}
+
+/// A shared anonymous object dropped the frames of unmapped pages only when
+/// the whole object went: unmapping half of a big shared mapping and
+/// touching the other half ran out of frames. Pages still mapped (here by a
+/// second mapping from `mremap(old_len = 0)`) keep their data.
+#[test]
+fn shared_anonymous_pages_go_with_their_last_mapping() {
+    for st in Strategy::ALL {
+        let s = space(st, 40);
+        let shared = MapFlags {
+            shared: true,
+            ..MapFlags::default()
+        };
+        let a = s
+            .mmap(0, 64 * P, Prot::READ_WRITE, shared, MapSource::Anon)
+            .unwrap();
+        let mut cpu = s.cpu();
+        for p in 0..32 {
+            cpu.write_u8(a + p * P, p as u8 + 1).unwrap();
+        }
+        // A second mapping of pages 0..4.
+        let dup = s
+            .mremap(
+                a,
+                0,
+                4 * P,
+                RemapFlags {
+                    may_move: true,
+                    fixed: None,
+                },
+            )
+            .unwrap();
+        s.munmap(a, 32 * P).unwrap();
+        for p in 32..64 {
+            cpu.write_u8(a + p * P, p as u8 + 1).unwrap();
+        }
+        for p in 0..4 {
+            assert_eq!(cpu.read_u8(dup + p * P).unwrap(), p as u8 + 1, "{st:?}");
+        }
+        s.check_invariants().unwrap();
+    }
 }

@@ -37,6 +37,18 @@
 //! number of pages whose data did not reach the store on standard error,
 //! never silently.
 //!
+//! # Mappings
+//!
+//! The file keeps the page ranges its attached VMAs map (the writer adds a
+//! VMA's range before the VMA is stored in the tree and removes it when the
+//! VMA is detached; it always stores the replacement of a VMA before
+//! detaching it, so a split or merge never shows a gap). For shared
+//! anonymous memory, which nothing but its mappings can reach, a cached page
+//! that no mapping covers any more is dropped when its last mapping goes
+//! (Linux frees shmem pages only when the object goes; dropping them earlier
+//! keeps a script that unmaps parts of a big shared mapping within memory).
+//! This list is also where the reverse map's file index will live.
+//!
 //! Locks: `fill` is taken with no PTE lock held (under at most a VMA read lock
 //! or the address-space lock); only the frame free list is taken under it.
 
@@ -191,6 +203,11 @@ pub struct File {
     frames: Arc<FrameAllocator>,
     /// The first write-back error not yet reported by `sync`.
     error: parking_lot::Mutex<Option<io::Error>>,
+    /// The page ranges `[first, end)` that attached VMAs map (one entry per
+    /// VMA), in no order. See "Mappings".
+    mappings: parking_lot::Mutex<Vec<(u64, u64)>>,
+    /// Shared anonymous memory: pages no mapping covers any more are dropped.
+    anonymous: bool,
 }
 
 /// Why a page could not be brought into the cache.
@@ -217,7 +234,69 @@ impl File {
             store,
             frames,
             error: parking_lot::Mutex::new(None),
+            mappings: parking_lot::Mutex::new(Vec::new()),
+            anonymous: false,
         }
+    }
+
+    /// The object behind a shared anonymous mapping of `pages` pages: a file
+    /// whose store keeps nothing, and whose pages are dropped as soon as no
+    /// mapping covers them (see "Mappings").
+    pub(crate) fn new_anonymous(pages: u64, frames: Arc<FrameAllocator>) -> File {
+        let mut f = File::new(pages, Box::new(ZeroStore), frames);
+        f.anonymous = true;
+        f
+    }
+
+    /// Records that an attached VMA maps pages `[first, end)` (called by the
+    /// writer before the VMA becomes visible to faults).
+    pub(crate) fn mapping_added(&self, first: u64, end: u64) {
+        self.mappings.lock().push((first, end));
+    }
+
+    /// Records that the VMA mapping `[first, end)` was detached; for shared
+    /// anonymous memory, drops the cached pages of that range that no other
+    /// mapping covers.
+    pub(crate) fn mapping_removed(&self, first: u64, end: u64) {
+        let mut mappings = self.mappings.lock();
+        if let Some(i) = mappings.iter().position(|&m| m == (first, end)) {
+            mappings.swap_remove(i);
+        }
+        if !self.anonymous {
+            return;
+        }
+        let mut dropped = Vec::new();
+        for p in first..end.min(self.pages) {
+            if mappings.iter().any(|&(a, b)| a <= p && p < b) {
+                continue;
+            }
+            let f = self.cache[p as usize].swap(0, Ordering::AcqRel);
+            if f != 0 {
+                self.dirty[p as usize].store(false, Ordering::Relaxed);
+                dropped.push(FrameId(f));
+            }
+        }
+        drop(mappings);
+        if !dropped.is_empty() {
+            self.release_after_grace(dropped);
+        }
+    }
+
+    /// Drops the cache's references to `dropped` once every fault that may
+    /// have read their slots has finished: a fault reads a slot without a
+    /// lock and then takes a reference, and only a speculative fault through
+    /// a removed VMA (pinned, `fault.rs`) can still be doing so.
+    fn release_after_grace(&self, dropped: Vec<FrameId>) {
+        struct Release(Arc<FrameAllocator>, Vec<FrameId>);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                for &f in &self.1 {
+                    self.0.put(f);
+                }
+            }
+        }
+        let guard = vmspace_tree::pin();
+        vmspace_tree::sync::defer_drop(&guard, Release(self.frames.clone(), dropped));
     }
 
     /// The file's process-unique id.
