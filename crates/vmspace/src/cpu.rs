@@ -26,10 +26,9 @@ use crate::vmacache::VmaCache;
 use std::cell::RefCell;
 use std::sync::Arc;
 
-/// Whether a new `Cpu`'s VMA cache is on (see `vmacache.rs`). On: one thread,
-/// page_fault1 with and without a read before each write, 1 or 1001 VMAs,
-/// faults took 5-37% less time with it on both lockless strategies
-/// (`examples/vma_cache.rs`). The mmap-lock strategy does not use it.
+/// Whether a new `Cpu`'s VMA cache is on (see `vmacache.rs`): on, because
+/// lockless faults are cheaper with it (`docs/decisions.md`). The mmap-lock
+/// strategy does not use it.
 const VMA_CACHE_DEFAULT: bool = true;
 
 /// A thread's handle for touching the memory of one address space. `Send`,

@@ -34,14 +34,8 @@
 //!   for the writer. Anything unusual (no anonymous object yet, a stack to
 //!   grow, a changed word three times) falls back to the lock path.
 //!
-//!   The sequence is per VMA: until 8e4a30e it was one address-space
-//!   sequence, odd for every write section, so a thread churning mappings
-//!   anywhere made speculative faults elsewhere fail validation or go to the
-//!   per-VMA path. Measured side by side (`vmspace bench mixed_churn`, three
-//!   runs each, the churner apart from the faulter): speculative retries
-//!   under churn 9.5-30 k per run -> 0; `kept` 0.66-0.82 -> 0.65-0.86, no
-//!   change beyond this VM's noise (the retries were 1-2 % of the faults).
-//!   It also leaves writers one shared word fewer to dirty.
+//!   The validated word is per VMA, not one address-space sequence, so a
+//!   thread changing mappings elsewhere does not make these faults retry.
 //!
 //!   `madvise(DONTNEED)` marks no VMA; a fault racing it installs only if the
 //!   PTE is still what it saw (`PteTable::install`), as on the per-vma path, and an

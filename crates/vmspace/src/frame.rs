@@ -46,9 +46,9 @@
 //! cache lines; a thread allocates from and frees to the list its index picks
 //! (threads get indexes in turn), and takes half of another list's frames
 //! when its own runs dry. So two threads that fault (and unmap) at once do not
-//! take turns on one lock and one counter line for every frame: with a single
-//! list, page_fault1 with two threads ran at about 1.05x one thread on this
-//! 2-core VM; the numbers with shards are in the README.
+//! take turns on one lock and one counter line for every frame (with a
+//! single list, two faulting threads ran no faster than one:
+//! `docs/decisions.md`).
 //!
 //! Locks: each free list is a `sync::Mutex`, a leaf lock: nothing else is
 //! taken under it, and a thread holds one list at a time, except `redeal`,
@@ -388,16 +388,9 @@ impl FrameAllocator {
         None
     }
 
-    /// A frame filled with zeros, through the cache like every access.
-    ///
-    /// Non-temporal stores were tried here (93b9aa9..a1d0591): with two
-    /// threads zeroing cold 4 KiB pages of 64 MiB buffers they scale 2.0x
-    /// against 1.6x for ordinary stores, but they also leave the page out of
-    /// the cache, so the fault's own access then misses: page_fault1 on
-    /// 8 MiB regions (which stay in the cache between rounds) fell from about
-    /// 2.4-3 M to 1.4-1.6 M faults/s, while page_fault1 on 128 MiB regions
-    /// gained at most 10 % at two threads. Linux clears pages through the
-    /// cache too.
+    /// A frame filled with zeros, through the cache like every access (as
+    /// Linux clears pages): the fault's own access comes right after, and
+    /// non-temporal stores would make it miss (`docs/decisions.md`).
     pub fn alloc_zeroed(&self) -> Option<FrameId> {
         let f = self.alloc()?;
         self.zero_unshared(f);
@@ -406,10 +399,8 @@ impl FrameAllocator {
 
     /// Zeroes a frame that no one else can reach, with the widest stores the
     /// machine has (`memset`) instead of one atomic store per word: the one
-    /// exception to the user-memory rule (module documentation). Measured on
-    /// the 2-core VM, zeroing cold 4 KiB pages of 128 MiB: 2.1-2.5 M pages/s
-    /// against 1.7-2.0 M for the word loop at one thread; both meet the same
-    /// memory ceiling at two.
+    /// exception to the user-memory rule (module documentation), because it
+    /// is faster than the word loop (`docs/decisions.md`).
     fn zero_unshared(&self, f: FrameId) {
         assert!(f.0 < self.frames && f != FrameId::ZERO, "frame {}", f.0);
         // SAFETY: the frame lies inside the arena (checked above), which lives

@@ -81,11 +81,9 @@ pub struct AddressSpace {
     pub(crate) tree: RangeTree<Arc<Vma>>,
     // Layout: the words every writer writes (`writers`, `lock`, `mm_seq`)
     // sit on cache lines of their own, away from what every fault reads
-    // (`config`, `frames`, the tree's root, the page table's root). Packed
-    // together, a thread changing mappings in a loop (empty `munmap` calls,
-    // or map + mprotect + unmap) cost a faulting thread 16-32 % of its rate
-    // (`examples/churn_probe.rs`, three runs each, against 0-5 % padded), and
-    // the churner ran at half speed.
+    // (`config`, `frames`, the tree's root, the page table's root), so that
+    // a thread changing mappings does not slow faults elsewhere
+    // (`docs/decisions.md`).
     /// Writers in arrival order, in front of `lock` (`sync::WriterQueue`).
     pub(crate) writers: CachePadded<WriterQueue>,
     /// The address-space lock (see the module documentation).

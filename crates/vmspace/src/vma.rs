@@ -39,16 +39,13 @@
 //! Every writer writes `mm_seq`, so a fault that reads it takes a cache miss
 //! whenever another thread changed mappings since its last fault. Each `Cpu`
 //! keeps the last value it read ([`SeqHint`]). `mm_seq` only grows, and a
-//! writer marks with the current value, so a VMA whose the lock word is below the
+//! writer marks with the current value, so a VMA whose lock word is below the
 //! hint was marked by a writer that has finished: it is unlocked, and the fault
-//! does not read `mm_seq`. Only a the lock word at or above the hint (a VMA new
+//! does not read `mm_seq`. Only a lock word at or above the hint (a VMA new
 //! or changed since the `Cpu` last looked) makes the fault read `mm_seq` and
 //! refresh the hint. The hint is only ever a value `mm_seq` had, and the read
 //! that produced it synchronized with the release of every writer up to that
 //! value, so the fault sees their changes as if it had read `mm_seq` now.
-//! Measured (`examples/churn_probe.rs`, a thread doing empty `munmap` calls
-//! beside a faulting one): this read and the VMA cache's generation read
-//! (since removed, `vmacache.rs`) cost the faulter 7-49 % of its rate.
 //!
 //! # Layout
 //!
@@ -56,11 +53,7 @@
 //! (`Padded`). Every per-vma fault writes `readers` twice, and other threads
 //! read the VMA's immutable fields (`AddressSpace::maps`, lookups, merges):
 //! sharing a line, each such read pulled the line away from the faulting
-//! core. Measured (`vmspace bench mixed_readers`, a thread calling `maps()`
-//! in a loop beside a faulting one; old and new builds alternated six times):
-//! the per-vma faulter kept a median 0.61 of its idle rate before, 0.96
-//! after (speculative, which writes no VMA word, 0.90 and 0.85: noise). No
-//! change beyond noise on page_fault1, page_fault3 and mmap1.
+//! core (`docs/decisions.md`, `mixed_readers`).
 
 use crate::object::{AnonObject, File};
 use crate::sync::{spin_wait, AtomicU32, AtomicU64, Liveness, Ordering};
@@ -190,8 +183,7 @@ impl VmaLock {
 /// `T` with a cache line of padding on each side: whatever lies around it,
 /// no 64-byte line holds both a byte of `T` and a byte outside the padding.
 /// Padding rather than alignment (`CachePadded`): a 128-byte-aligned `Vma`
-/// sent every VMA allocation through the allocator's aligned path, and
-/// `mmap1` ran 11-37 % slower.
+/// sends every VMA allocation through the allocator's slower aligned path.
 #[repr(C)]
 struct Padded<T> {
     _before: [u8; 64],

@@ -29,13 +29,8 @@
 //!   that leave them attached (a thread churning mappings elsewhere in the
 //!   address space).
 //!
-//! History, measured. Earlier, every writer advanced an address-space
-//! generation that each lookup read; before that, a new generation flushed
-//! every cache. Both made every fault read a word that every writer wrote.
-//! With a thread doing empty `munmap` calls in a loop beside a faulting
-//! thread (`examples/churn_probe.rs`, `CHURN=empty`), that read and the
-//! per-VMA lock's read of `mm_seq` (now also avoided, `vma.rs`) cost the
-//! faulter 7-49 % of its rate; without them it kept 94-101 %.
+//! No generation number: validating by the VMA's own lock word means no
+//! fault reads a word that every writer writes (`docs/decisions.md`).
 //!
 //! Locks: none. A cache belongs to one `Cpu` (a `RefCell` in the `Cpu`, which
 //! is not `Sync`). The cached `Arc`s keep detached VMAs alive until the next

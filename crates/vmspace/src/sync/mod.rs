@@ -11,11 +11,17 @@
 //!      ├─ page-cache fill lock (File::fill; not for slow stores: faults drop
 //!      │  │                    their locks before reading those)
 //!      │  └─ frame free list
-//!      └─ PTE lock (one per last-level table; mremap holds two, the lower
-//!         │        address first)
-//!         └─ frame free lists (FrameAllocator: the steal lock, then one list;
-//!                              `redeal`, with no frame out: all, in order)
-//! Cpu registry lock (shootdown): a leaf, taken under the address-space lock
+//!      ├─ PTE lock (one per last-level table; mremap holds two, the lower
+//!      │  │        address first)
+//!      │  └─ frame free lists (FrameAllocator: the steal lock, then one list;
+//!      │                       `redeal`, with no frame out: all, in order)
+//!      └─ a file's mapping list (File::mappings; taken by writers when a VMA
+//!         is stored or detached; only frame free lists under it)
+//! Cpu registry lock (shootdown, `tlb.rs`): a leaf, taken under the
+//!   address-space lock, a VMA lock or nothing
+//! a file's write-back error slot: a leaf
+//! Write-back I/O (File::write_back) runs after the address-space lock is
+//! released (Writer::drop), with no lock held.
 //! ```
 //!
 //! Lock-free state and who may change it:
@@ -23,7 +29,11 @@
 //! * the VMA tree: read by anyone under an epoch guard; written by the holder
 //!   of the address-space write lock (its write token lives inside the lock);
 //! * page-table directories: set once by compare-exchange, freed with the page
-//!   table; PTEs: written under their PTE lock, read by `Cpu`s and faults;
+//!   table; last-level slots: set once by compare-exchange, cleared by the
+//!   holder of the address-space write lock when the table is unlinked
+//!   (`pagetable.rs`); PTEs: written only by `pagetable.rs`, under their PTE
+//!   lock, read by `Cpu`s and faults; frame mapcounts: under the PTE lock of
+//!   the entry that changes;
 //! * `mm_seq` (per-VMA lock sequence) and each VMA's lock word: written by
 //!   the holder of the address-space write lock, read by faults (per-vma to
 //!   lock, speculative to validate; `mm_seq` only when the VMA's word is not
@@ -125,10 +135,9 @@ impl<T> RwLock<T> {
 }
 
 /// Releases a write lock handing it to the threads queued for it, in order
-/// (readers queued behind the writer get in before the next writer). Without
-/// it, a writer that locks again at once keeps the lock for up to half a
-/// millisecond at a time (parking_lot's eventual fairness) and starves the
-/// faults that fell back to the lock (as Linux's rwsem hand-off avoids).
+/// (readers queued behind the writer get in before the next writer), so that
+/// a writer that locks again at once cannot starve the faults that fell back
+/// to the lock (as Linux's rwsem hand-off avoids).
 pub(crate) fn unlock_fair<T>(guard: RwLockWriteGuard<'_, T>) {
     #[cfg(not(loom))]
     parking_lot::RwLockWriteGuard::unlock_fair(guard);
@@ -138,14 +147,11 @@ pub(crate) fn unlock_fair<T>(guard: RwLockWriteGuard<'_, T>) {
 
 /// Writers of one address space in arrival order (a ticket lock in front of
 /// the address-space lock's write side). A waiting writer spins and yields
-/// rather than sleeping, and no writer can take the lock out of turn: with a
-/// thread that maps and unmaps in a tight loop (0.7 us a write section), the
-/// rwlock alone let another thread's `mmap`/`munmap` wait 0.9-1.1 ms on
-/// average for its turn (up to 34 ms; `examples/churn_probe.rs same`, lock
-/// waits instrumented): it parked, and the looping writer took the lock again
-/// and again before the parked one ran (waking a parked thread takes long on
-/// this VM). Linux's rwsem keeps writers from overtaking a waiter that has
-/// waited too long the same way (its hand-off bit).
+/// rather than sleeping, and no writer can take the lock out of turn, so a
+/// thread that maps and unmaps in a tight loop cannot keep another writer
+/// waiting (`docs/decisions.md`). Linux's rwsem keeps writers from
+/// overtaking a waiter that has waited too long the same way (its hand-off
+/// bit).
 pub(crate) struct WriterQueue {
     next: AtomicU64,
     serving: AtomicU64,
