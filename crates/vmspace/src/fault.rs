@@ -550,10 +550,17 @@ impl AddressSpace {
         if validate.speculative() {
             return None;
         }
-        Some(
-            vma.anon
-                .get_or_init(|| self.neighbour_anon(vma).unwrap_or_default()),
-        )
+        let mut new = false;
+        let anon = vma.anon.get_or_init(|| {
+            new = true;
+            self.neighbour_anon(vma).unwrap_or_default()
+        });
+        if new {
+            // The VMA is attached and held (its lock or the address-space
+            // lock): its detach, which forgets this, comes after.
+            anon.mappings.add(vma.pgoff, vma.pgoff_at(vma.end));
+        }
+        Some(anon)
     }
 
     /// The anonymous object of an adjacent VMA that `vma` may share (Linux's

@@ -589,9 +589,7 @@ impl Drop for AddressSpace {
             if let (true, false, Some(file)) = (v.shared, v.shmem, v.file()) {
                 file.write_back(v.pgoff, v.pgoff_at(v.end));
             }
-            if let Some(file) = v.file() {
-                file.mapping_removed(v.pgoff, v.pgoff_at(v.end));
-            }
+            v.forget_mappings();
         }
     }
 }

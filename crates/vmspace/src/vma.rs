@@ -423,8 +423,32 @@ impl Vma {
     pub(crate) fn detach(&self, _w: &Writer<'_>) {
         let was = self.lock.word.swap(DETACHED, Ordering::SeqCst);
         self.wait_for_readers();
-        if let (false, Some(file)) = (was == DETACHED, self.file()) {
-            file.mapping_removed(self.pgoff, self.pgoff_at(self.end));
+        if was != DETACHED {
+            self.forget_mappings();
+        }
+    }
+
+    /// Records in the VMA's objects that it maps its range (`mappings.rs`).
+    /// Called once the VMA is built and before faults can reach it.
+    pub(crate) fn record_mappings(&self) {
+        let (first, end) = (self.pgoff, self.pgoff_at(self.end));
+        if let Some(file) = self.file() {
+            file.mapping_added(first, end);
+        }
+        if let Some(anon) = self.anon.get() {
+            anon.mappings.add(first, end);
+        }
+    }
+
+    /// The reverse of `record_mappings`, when the VMA is detached (or its
+    /// address space dropped).
+    pub(crate) fn forget_mappings(&self) {
+        let (first, end) = (self.pgoff, self.pgoff_at(self.end));
+        if let Some(file) = self.file() {
+            file.mapping_removed(first, end);
+        }
+        if let Some(anon) = self.anon.get() {
+            anon.mappings.remove(first, end, |_| ());
         }
     }
 

@@ -130,9 +130,7 @@ impl Writer<'_> {
     /// Stores a VMA (already write-locked for this writer) in the tree.
     pub(crate) fn insert(&mut self, vma: Vma) {
         let (s, e) = (vma.start, vma.end);
-        if let Some(file) = vma.file() {
-            file.mapping_added(vma.pgoff, vma.pgoff_at(vma.end));
-        }
+        vma.record_mappings();
         let space = self.space;
         space
             .tree

@@ -588,3 +588,39 @@ fn shared_anonymous_pages_go_with_their_last_mapping() {
         s.check_invariants().unwrap();
     }
 }
+
+/// A file knows which of its pages attached VMAs map: one entry per VMA,
+/// through splits and merges, none left after the last unmap.
+#[test]
+fn files_count_the_vmas_that_map_them() {
+    let s = with_config(Config::default());
+    let file = Arc::new(File::new(8, Box::new(ZeroStore), s.frames().clone()));
+    let src = MapSource::File {
+        file: file.clone(),
+        pgoff: 0,
+    };
+    let a = s
+        .mmap(0, 8 * P, Prot::READ, MapFlags::default(), src)
+        .unwrap();
+    assert_eq!(file.mapping_count(), 1);
+    s.mprotect(a + 2 * P, 2 * P, Prot::READ_WRITE).unwrap();
+    assert_eq!(file.mapping_count(), 3);
+    // Shared: no accounting keeps the pieces apart, so they merge back.
+    s.munmap(a, 8 * P).unwrap();
+    let shared = MapFlags {
+        shared: true,
+        ..MapFlags::default()
+    };
+    let src = MapSource::File {
+        file: file.clone(),
+        pgoff: 0,
+    };
+    let a = s.mmap(0, 8 * P, Prot::READ, shared, src).unwrap();
+    s.mprotect(a + 2 * P, 2 * P, Prot::READ_WRITE).unwrap();
+    assert_eq!(file.mapping_count(), 3);
+    s.mprotect(a + 2 * P, 2 * P, Prot::READ).unwrap();
+    assert_eq!(s.map_count(), 1);
+    assert_eq!(file.mapping_count(), 1, "merged back");
+    s.munmap(a, 8 * P).unwrap();
+    assert_eq!(file.mapping_count(), 0);
+}

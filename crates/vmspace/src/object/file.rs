@@ -39,19 +39,16 @@
 //!
 //! # Mappings
 //!
-//! The file keeps the page ranges its attached VMAs map (the writer adds a
-//! VMA's range before the VMA is stored in the tree and removes it when the
-//! VMA is detached; it always stores the replacement of a VMA before
-//! detaching it, so a split or merge never shows a gap). For shared
+//! The file keeps the page ranges its attached VMAs map (`mappings.rs`). For shared
 //! anonymous memory, which nothing but its mappings can reach, a cached page
 //! that no mapping covers any more is dropped when its last mapping goes
 //! (Linux frees shmem pages only when the object goes; dropping them earlier
 //! keeps a script that unmaps parts of a big shared mapping within memory).
-//! This list is also where the reverse map's file index will live.
 //!
 //! Locks: `fill` is taken with no PTE lock held (under at most a VMA read lock
 //! or the address-space lock); only the frame free list is taken under it.
 
+use super::mappings::{covers, Mappings};
 use crate::frame::{FrameAllocator, FrameId, PAGE_SIZE};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -203,9 +200,8 @@ pub struct File {
     frames: Arc<FrameAllocator>,
     /// The first write-back error not yet reported by `sync`.
     error: parking_lot::Mutex<Option<io::Error>>,
-    /// The page ranges `[first, end)` that attached VMAs map (one entry per
-    /// VMA), in no order. See "Mappings".
-    mappings: parking_lot::Mutex<Vec<(u64, u64)>>,
+    /// The page ranges attached VMAs map (`mappings.rs`).
+    mappings: Mappings,
     /// Shared anonymous memory: pages no mapping covers any more are dropped.
     anonymous: bool,
 }
@@ -234,7 +230,7 @@ impl File {
             store,
             frames,
             error: parking_lot::Mutex::new(None),
-            mappings: parking_lot::Mutex::new(Vec::new()),
+            mappings: Mappings::default(),
             anonymous: false,
         }
     }
@@ -248,38 +244,41 @@ impl File {
         f
     }
 
-    /// Records that an attached VMA maps pages `[first, end)` (called by the
-    /// writer before the VMA becomes visible to faults).
+    /// Records that an attached VMA maps pages `[first, end)`
+    /// (`mappings.rs`).
     pub(crate) fn mapping_added(&self, first: u64, end: u64) {
-        self.mappings.lock().push((first, end));
+        self.mappings.add(first, end);
     }
 
     /// Records that the VMA mapping `[first, end)` was detached; for shared
     /// anonymous memory, drops the cached pages of that range that no other
     /// mapping covers.
     pub(crate) fn mapping_removed(&self, first: u64, end: u64) {
-        let mut mappings = self.mappings.lock();
-        if let Some(i) = mappings.iter().position(|&m| m == (first, end)) {
-            mappings.swap_remove(i);
-        }
-        if !self.anonymous {
-            return;
-        }
-        let mut dropped = Vec::new();
-        for p in first..end.min(self.pages) {
-            if mappings.iter().any(|&(a, b)| a <= p && p < b) {
-                continue;
+        let dropped = self.mappings.remove(first, end, |rest| {
+            let mut dropped = Vec::new();
+            if !self.anonymous {
+                return dropped;
             }
-            let f = self.cache[p as usize].swap(0, Ordering::AcqRel);
-            if f != 0 {
-                self.dirty[p as usize].store(false, Ordering::Relaxed);
-                dropped.push(FrameId(f));
+            for p in first..end.min(self.pages) {
+                if covers(rest, p) {
+                    continue;
+                }
+                let f = self.cache[p as usize].swap(0, Ordering::AcqRel);
+                if f != 0 {
+                    self.dirty[p as usize].store(false, Ordering::Relaxed);
+                    dropped.push(FrameId(f));
+                }
             }
-        }
-        drop(mappings);
+            dropped
+        });
         if !dropped.is_empty() {
             self.release_after_grace(dropped);
         }
+    }
+
+    /// VMAs attached now that map this file (for checkers).
+    pub fn mapping_count(&self) -> usize {
+        self.mappings.len()
     }
 
     /// Drops the cache's references to `dropped` once every fault that may
