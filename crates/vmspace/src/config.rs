@@ -116,6 +116,27 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// Whether this machine gives execute-only protection keys (what
+    /// [`Config::exec_only_pkey`] should be to behave as the host kernel
+    /// does): the kernel hands out a protection key (`pkey_alloc`), which it
+    /// does only on a CPU with PKU and with the feature enabled.
+    pub fn host_has_exec_only_pkey() -> bool {
+        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+        {
+            // SAFETY: `pkey_alloc(0, 0)` takes no pointers and changes
+            // nothing but the process's key allocation, undone just below.
+            let key = unsafe { libc::syscall(libc::SYS_pkey_alloc, 0, 0) };
+            if key < 0 {
+                return false;
+            }
+            // SAFETY: frees the key allocated above; no memory uses it.
+            unsafe { libc::syscall(libc::SYS_pkey_free, key) };
+            true
+        }
+        #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+        false
+    }
+
     /// Checks that the settings describe an address space that can exist:
     /// `mmap_min_addr` and `mmap_base` page aligned, with
     /// `mmap_min_addr < mmap_base <= TASK_SIZE` (so every placed mapping is

@@ -624,3 +624,15 @@ fn files_count_the_vmas_that_map_them() {
     s.munmap(a, 8 * P).unwrap();
     assert_eq!(file.mapping_count(), 0);
 }
+
+/// This machine's answer is what `/proc/cpuinfo` says (pku and ospke).
+#[test]
+fn host_keys_are_detected() {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = info.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+    let has = |f: &str| flags.split_whitespace().any(|w| w == f);
+    assert_eq!(
+        Config::host_has_exec_only_pkey(),
+        has("pku") && has("ospke")
+    );
+}
