@@ -48,6 +48,7 @@ use std::time::Duration;
 
 use vmspace::{FaultStats, Strategy};
 
+mod draw;
 mod files;
 mod judge;
 mod model;
@@ -58,7 +59,7 @@ mod worker;
 pub use run::run;
 
 /// Base address of the window the threads work in.
-pub const BASE: u64 = 0x4000_0000;
+pub const BASE: u64 = crate::backend::WINDOW_BASE;
 /// Pages in the window.
 pub const PAGES: u64 = 64;
 /// Pages of each data file (mapped shared, written).

@@ -7,7 +7,9 @@ use std::sync::{Arc, Weak};
 
 use vmspace::{Errno, FaultCause, File, MapInfo, Prot, PAGE_SIZE};
 
-use super::files::Files;
+use crate::script::Op;
+
+use super::files::{Files, RO_ID};
 use super::store::file_word;
 use super::{BASE, PAGES, RO_PAGES};
 
@@ -59,44 +61,6 @@ pub(super) struct Access {
     pub(super) start: u64,
     pub(super) end: u64,
     pub(super) result: Result<(), FaultCause>,
-}
-
-/// A mapping change, as drawn.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Change {
-    Mmap {
-        page: u64,
-        len: u64,
-        prot: Prot,
-        source: Source,
-        noreplace: bool,
-    },
-    Munmap {
-        page: u64,
-        len: u64,
-    },
-    Mprotect {
-        page: u64,
-        len: u64,
-        prot: Prot,
-    },
-    Mremap {
-        page: u64,
-        old: u64,
-        new: u64,
-        dest: Option<u64>,
-    },
-    Dontneed {
-        page: u64,
-        len: u64,
-    },
-}
-
-#[derive(Clone, Copy, Debug)]
-pub(super) enum Source {
-    Anon { shared: bool },
-    Data { file: usize, pgoff: u64 },
-    ReadOnly { pgoff: u64 },
 }
 
 /// The checker's model; see the module documentation.
@@ -185,11 +149,11 @@ impl Model {
         c
     }
 
-    /// Records the state after `change` (which returned `result`), read from
-    /// `maps`, stamped `[start, end]`.
+    /// Records the state after mapping op `op` (which returned `result`),
+    /// read from `maps`, stamped `[start, end]`.
     pub(super) fn apply(
         &mut self,
-        change: Change,
+        op: &Op,
         result: Result<u64, Errno>,
         maps: &[MapInfo],
         files: &Files,
@@ -205,7 +169,7 @@ impl Model {
             let mut addr = from;
             while addr < to {
                 let p = (addr - BASE) / PAGE_SIZE;
-                let cell = self.cell_after(change, result, info, addr, p, &prev, files, start, end);
+                let cell = self.cell_after(op, result, info, addr, p, &prev, files, start, end);
                 next[p as usize] = Some(Slot {
                     cell,
                     prot: info.prot,
@@ -213,14 +177,14 @@ impl Model {
                 addr += PAGE_SIZE;
             }
         }
-        if let Change::Dontneed { page, len } = change {
-            for p in page..(page + len).min(PAGES) {
+        if let Op::MadviseDontneed { page, npages } = *op {
+            for p in page..(page + npages).min(PAGES) {
                 let Some(slot) = next[p as usize] else {
                     continue;
                 };
                 let value = match self.kinds[slot.cell as usize] {
                     Kind::Anon => 0,
-                    Kind::PrivFile(pgoff) => file_word(files.ro_id, pgoff),
+                    Kind::PrivFile(pgoff) => file_word(RO_ID, pgoff),
                     _ => continue,
                 };
                 self.add_event(slot.cell, value, start, end, result.is_ok());
@@ -234,11 +198,11 @@ impl Model {
         self.state = next;
     }
 
-    /// The cell page `p` (at `addr`, inside `info`) shows after the change.
+    /// The cell page `p` (at `addr`, inside `info`) shows after `op`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn cell_after(
         &mut self,
-        change: Change,
+        op: &Op,
         result: Result<u64, Errno>,
         info: &MapInfo,
         addr: u64,
@@ -262,18 +226,18 @@ impl Model {
             Some((_, pgoff)) if pgoff_here(*pgoff) >= RO_PAGES => return self.past_end,
             Some((_, pgoff)) => Kind::PrivFile(pgoff_here(*pgoff)),
         };
-        match origin(change, result, p) {
+        match origin(op, result, p) {
             Origin::New => {
                 let initial = match want {
-                    Kind::PrivFile(pgoff) => file_word(files.ro_id, pgoff),
+                    Kind::PrivFile(pgoff) => file_word(RO_ID, pgoff),
                     _ => 0,
                 };
                 self.new_cell(want, Some(initial), start, end)
             }
             Origin::From(q) => {
-                let q = match (change, prev[q as usize]) {
+                let q = match (op, prev[q as usize]) {
                     // A moved page whose source was a gap keeps what was there.
-                    (Change::Mremap { .. }, None) => p,
+                    (Op::Mremap { .. }, None) => p,
                     _ => q,
                 };
                 match prev[q as usize] {
@@ -334,13 +298,18 @@ pub(super) enum Origin {
     From(u64),
 }
 
-pub(super) fn origin(change: Change, result: Result<u64, Errno>, p: u64) -> Origin {
+pub(super) fn origin(op: &Op, result: Result<u64, Errno>, p: u64) -> Origin {
     let Ok(ret) = result else {
         return Origin::From(p);
     };
-    match change {
-        Change::Mmap { page, len, .. } if (page..page + len).contains(&p) => Origin::New,
-        Change::Mremap { page, old, new, .. } => {
+    match *op {
+        Op::Mmap { page, npages, .. } if (page..page + npages).contains(&p) => Origin::New,
+        Op::Mremap {
+            page,
+            old_npages: old,
+            new_npages: new,
+            ..
+        } => {
             let r = (ret - BASE) / PAGE_SIZE;
             let kept = old.min(new);
             if r == page {

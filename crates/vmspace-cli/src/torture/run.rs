@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use vmspace::{AddressSpace, Config, FrameAllocator, Strategy, PAGE_SIZE};
 
-use super::files::Files;
+use super::files::{Files, DATA_IDS};
 use super::judge::{cause_index, judge, value_name};
 use super::model::Model;
 use super::store::{file_word, Injector};
@@ -122,7 +122,7 @@ pub fn run(strategy: Strategy, opts: &Options) -> anyhow::Result<Report> {
             violation_count += 1;
             violations.push(format!(
                 "sync of data file {} failed with injection off: {e}",
-                i + 1
+                DATA_IDS[i]
             ));
         }
     }
@@ -135,14 +135,14 @@ pub fn run(strategy: Strategy, opts: &Options) -> anyhow::Result<Report> {
                     .events
                     .get(c)
                     .is_some_and(|evs| evs.iter().any(|e| e.value == word)),
-                None => word == file_word(i as u64 + 1, pgoff as u64),
+                None => word == file_word(DATA_IDS[i], pgoff as u64),
             };
             if !ok {
                 violation_count += 1;
                 if violations.len() < SHOWN {
                     violations.push(format!(
                         "data file {} page {pgoff} holds {} in its store, not a final value",
-                        i + 1,
+                        DATA_IDS[i],
                         value_name(word)
                     ));
                 }

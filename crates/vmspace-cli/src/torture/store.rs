@@ -74,6 +74,6 @@ impl BackingStore for FlakyStore {
 }
 
 /// The initial word of page `pgoff` of file `id`.
-pub(super) fn file_word(id: u64, pgoff: u64) -> u64 {
-    FILE_TAG | (id << 32) | pgoff
+pub(super) fn file_word(id: u8, pgoff: u64) -> u64 {
+    FILE_TAG | (u64::from(id) << 32) | pgoff
 }

@@ -1,37 +1,56 @@
-//! The worker threads: what they share, how they draw operations, and how
-//! they do them (timestamped by the global clock).
+//! The worker threads: what they share, and how each does the steps it
+//! draws, every one stamped by the global clock at its start and its end.
+//!
+//! Loads and stores take no lock of the checker, so they race every mapping
+//! change; they are logged per thread and handed in at the next checkpoint.
+//! A mapping change holds the model's lock around its call (the address
+//! space's write lock serializes the calls anyway), so the model records the
+//! changes in the order they happened.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
-use vmspace::{AddressSpace, Cpu, Errno, MapFlags, MapSource, Prot, RemapFlags, PAGE_SIZE};
+use rand::SeedableRng;
+use vmspace::{AddressSpace, Cpu};
 
+use crate::backend::{self, Placement};
+use crate::script::Op;
+
+use super::draw::{self, Step};
 use super::files::Files;
-use super::model::{Access, Change, Model, Source};
-use super::{BASE, DATA_PAGES, PAGES, RO_PAGES, STORE_TAG};
+use super::model::{Access, Model};
+use super::{PAGES, STORE_TAG};
 
 /// What the threads share.
 pub(super) struct Shared {
     pub(super) space: Arc<AddressSpace>,
     pub(super) files: Files,
+    /// The model; held around each mapping change and by the checkpoint.
     pub(super) model: Mutex<Model>,
+    /// The global clock: one tick at the start and one at the end of every
+    /// operation.
     pub(super) clock: AtomicU64,
+    /// Set by the checkpoint: hand in the log and wait at the barrier.
     pub(super) pause: AtomicBool,
+    /// Set by the checkpoint before the second barrier: the run is over.
     pub(super) stop: AtomicBool,
+    /// The workers and the checkpoint meet here twice per checkpoint.
     pub(super) barrier: Barrier,
     /// Accesses handed in at a checkpoint.
     pub(super) accesses: Mutex<Vec<Access>>,
+    /// Operations done, handed in at each checkpoint.
     pub(super) ops: AtomicU64,
 }
 
 impl Shared {
+    /// The next tick of the global clock.
     pub(super) fn tick(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::SeqCst)
     }
 }
 
+/// Worker `index`: draws and does steps until a checkpoint says stop.
 pub(super) fn worker(sh: &Shared, index: u64, seed: u64) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut cpu = sh.space.cpu();
@@ -50,24 +69,25 @@ pub(super) fn worker(sh: &Shared, index: u64, seed: u64) {
             }
         }
         ops += 1;
-        match rng.gen_range(0..100) {
-            0..=24 => {
+        match draw::step(&mut rng) {
+            Step::Store { page } => {
                 seq += 1;
                 let value = STORE_TAG | (index << 40) | seq;
-                log.push(access(sh, &mut cpu, &mut rng, Some(value)));
+                log.push(access(sh, &mut cpu, page, Some(value)));
             }
-            25..=49 => log.push(access(sh, &mut cpu, &mut rng, None)),
-            50..=51 => {
-                let _ = sh.space.msync(BASE, PAGES * PAGE_SIZE);
+            Step::Load { page } => log.push(access(sh, &mut cpu, page, None)),
+            Step::Msync => {
+                let _ = backend::msync(&sh.space, 0, PAGES);
             }
-            _ => change(sh, &mut rng),
+            Step::Change(op, placement) => change(sh, &op, placement),
         }
     }
 }
 
-pub(super) fn access(sh: &Shared, cpu: &mut Cpu, rng: &mut SmallRng, store: Option<u64>) -> Access {
-    let page = rng.gen_range(0..PAGES);
-    let addr = BASE + page * PAGE_SIZE;
+/// A load (`store` is `None`) or a store of the first word of window page
+/// `page`.
+fn access(sh: &Shared, cpu: &mut Cpu, page: u64, store: Option<u64>) -> Access {
+    let addr = backend::addr(page);
     let start = sh.tick();
     let (value, result) = match store {
         Some(v) => (v, cpu.write_u64(addr, v).map_err(|f| f.cause)),
@@ -87,126 +107,14 @@ pub(super) fn access(sh: &Shared, cpu: &mut Cpu, rng: &mut SmallRng, store: Opti
     }
 }
 
-pub(super) fn prot(rng: &mut SmallRng) -> Prot {
-    match rng.gen_range(0..10) {
-        0..=5 => Prot::READ_WRITE,
-        6..=8 => Prot::READ,
-        _ => Prot::NONE,
-    }
-}
-
-pub(super) fn draw_change(rng: &mut SmallRng) -> Change {
-    let page = rng.gen_range(0..PAGES);
-    let len = rng.gen_range(1..=8).min(PAGES - page);
-    match rng.gen_range(0..100) {
-        0..=29 => {
-            let source = match rng.gen_range(0..10) {
-                0..=3 => Source::Anon { shared: false },
-                4..=5 => Source::Anon { shared: true },
-                6..=7 => Source::Data {
-                    file: rng.gen_range(0..2),
-                    pgoff: rng.gen_range(0..DATA_PAGES - 4),
-                },
-                _ => Source::ReadOnly {
-                    pgoff: rng.gen_range(0..RO_PAGES),
-                },
-            };
-            Change::Mmap {
-                page,
-                len,
-                prot: prot(rng),
-                source,
-                noreplace: rng.gen_bool(0.1),
-            }
-        }
-        30..=44 => Change::Munmap { page, len },
-        45..=69 => Change::Mprotect {
-            page,
-            len,
-            prot: prot(rng),
-        },
-        70..=89 => {
-            let new = rng.gen_range(1..=8);
-            let dest = rng
-                .gen_bool(0.6)
-                .then(|| rng.gen_range(0..PAGES.saturating_sub(new).max(1)));
-            Change::Mremap {
-                page,
-                old: len,
-                new: if dest.is_none() || rng.gen_bool(0.5) {
-                    new
-                } else {
-                    len
-                },
-                dest,
-            }
-        }
-        _ => Change::Dontneed { page, len },
-    }
-}
-
-pub(super) fn change(sh: &Shared, rng: &mut SmallRng) {
-    let change = draw_change(rng);
+/// A mapping change, recorded in the model with the state it left.
+fn change(sh: &Shared, op: &Op, placement: Placement) {
     let mut model = sh.model.lock().unwrap();
     let start = sh.tick();
-    let result = call(sh, change);
+    let result = backend::apply(&sh.space, &sh.files, op, placement);
     let end = sh.tick();
-    let maps = sh.space.maps();
-    model.apply(change, result, &maps, &sh.files, start, end);
-}
-
-pub(super) fn call(sh: &Shared, change: Change) -> Result<u64, Errno> {
-    let at = |page: u64| BASE + page * PAGE_SIZE;
-    let s = &sh.space;
-    match change {
-        Change::Mmap {
-            page,
-            len,
-            prot,
-            source,
-            noreplace,
-        } => {
-            let (shared, source) = match source {
-                Source::Anon { shared } => (shared, MapSource::Anon),
-                Source::Data { file, pgoff } => (
-                    true,
-                    MapSource::File {
-                        file: sh.files.data[file].clone(),
-                        pgoff,
-                    },
-                ),
-                Source::ReadOnly { pgoff } => (
-                    false,
-                    MapSource::File {
-                        file: sh.files.ro.clone(),
-                        pgoff,
-                    },
-                ),
-            };
-            let flags = MapFlags {
-                shared,
-                fixed: !noreplace,
-                fixed_noreplace: noreplace,
-                growsdown: false,
-            };
-            s.mmap(at(page), len * PAGE_SIZE, prot, flags, source)
-        }
-        Change::Munmap { page, len } => s.munmap(at(page), len * PAGE_SIZE).map(|()| 0),
-        Change::Mprotect { page, len, prot } => {
-            s.mprotect(at(page), len * PAGE_SIZE, prot).map(|()| 0)
-        }
-        Change::Mremap {
-            page,
-            old,
-            new,
-            dest,
-        } => {
-            let flags = RemapFlags {
-                may_move: dest.is_some(),
-                fixed: dest.map(at),
-            };
-            s.mremap(at(page), old * PAGE_SIZE, new * PAGE_SIZE, flags)
-        }
-        Change::Dontneed { page, len } => s.madvise_dontneed(at(page), len * PAGE_SIZE).map(|()| 0),
+    if let Some(result) = result {
+        let maps = sh.space.maps();
+        model.apply(op, result, &maps, &sh.files, start, end);
     }
 }
