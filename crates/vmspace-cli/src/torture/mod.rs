@@ -72,6 +72,9 @@ const ARENA_FRAMES: u64 = 2048;
 const STORE_TAG: u64 = 0xA5 << 56;
 /// The top byte of a file's initial word.
 const FILE_TAG: u64 = 0xF1 << 56;
+/// Operations after which an epoch ends, however long `Options::epoch`:
+/// this bounds what the checker holds between two checkpoints.
+pub const EPOCH_OPS: u64 = 16_384;
 /// Violations printed in full (the rest are counted).
 const SHOWN: usize = 10;
 
@@ -88,6 +91,9 @@ pub struct Options {
     pub inject: f64,
     /// Time between checkpoints.
     pub epoch: Duration,
+    /// Stop at the first checkpoint after this many operations (`None`: run
+    /// for `seconds`, which also bounds a run with a limit).
+    pub max_ops: Option<u64>,
 }
 
 /// What a run found.
@@ -117,6 +123,13 @@ pub struct Report {
     /// Pages whose cell the model lost track of (a partly failed call); their
     /// content is not checked.
     pub unknown_pages: u64,
+    /// Records the checker held after its last checkpoint (see
+    /// [`Report::peak_records`]).
+    pub records: usize,
+    /// The most records the checker held at once, counted at each checkpoint
+    /// once the epoch is judged: mapping states, cells, value events, shared
+    /// pages and objects of its model, and the epoch's accesses.
+    pub peak_records: usize,
 }
 
 impl Report {

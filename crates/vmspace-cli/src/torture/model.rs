@@ -103,6 +103,16 @@ impl Model {
         }
     }
 
+    /// Records held: cells, value events, shared-page entries, objects and
+    /// mapping states.
+    pub(super) fn records(&self) -> usize {
+        self.kinds.len()
+            + self.events.values().map(Vec::len).sum::<usize>()
+            + self.shared.len()
+            + self.objects.len()
+            + self.history.len()
+    }
+
     pub(super) fn new_cell(
         &mut self,
         kind: Kind,
@@ -251,43 +261,77 @@ impl Model {
         }
     }
 
-    /// Starts a new epoch at clock `now`: the current state is the first,
-    /// and every live cell keeps the values that were legitimate at the end.
+    /// Starts a new epoch at clock `now`, keeping only what an access after
+    /// `now` can be judged against. No access is running (the workers wait
+    /// at the checkpoint's barrier), so a later access sees the current state
+    /// only, and in a cell either a value stored during it or one that was
+    /// legitimate at `now`: not superseded by a definite event. Those values
+    /// are kept, stamped `[now, now]`, for the cells that the current state
+    /// or a live object shows. Everything else goes: earlier states,
+    /// superseded values, cells that no page can show again, objects that
+    /// are gone. The kept cells are numbered afresh from 0, so cell numbers
+    /// stay small however long the run.
     pub(super) fn carry_over(&mut self, now: u64) {
-        // Pages of objects that are gone cannot be seen again.
-        let objects = &self.objects;
-        self.shared
-            .retain(|(object, _), _| objects[object].strong_count() > 0);
+        self.drop_dead_objects();
         let mut live: Vec<u32> = self.state.iter().flatten().map(|s| s.cell).collect();
         live.extend(self.shared.values().copied());
+        live.push(self.past_end);
         live.sort_unstable();
         live.dedup();
+        let renumber: HashMap<u32, u32> = live
+            .iter()
+            .enumerate()
+            .map(|(new, &old)| (old, new as u32))
+            .collect();
         let mut events = HashMap::new();
-        for c in live {
-            let Some(evs) = self.events.get(&c) else {
-                continue;
-            };
-            let mut kept: Vec<Ev> = evs
-                .iter()
-                .filter(|x| !superseded(evs, x, u64::MAX))
-                .map(|x| Ev {
-                    value: x.value,
-                    start: now,
-                    end: now,
-                    definite: true,
-                })
-                .collect();
-            kept.sort_by_key(|e| e.value);
-            kept.dedup_by_key(|e| e.value);
-            events.insert(c, kept);
+        for (new, old) in live.iter().enumerate() {
+            if let Some(evs) = self.events.get(old) {
+                events.insert(new as u32, legitimate_at(evs, now));
+            }
         }
+        self.kinds = live.iter().map(|&c| self.kinds[c as usize]).collect();
         self.events = events;
+        for slot in self.state.iter_mut().flatten() {
+            slot.cell = renumber[&slot.cell];
+        }
+        for cell in self.shared.values_mut() {
+            *cell = renumber[cell];
+        }
+        self.past_end = renumber[&self.past_end];
         self.history = vec![StateRec {
             start: now,
             end: now,
             slots: self.state.clone(),
         }];
     }
+
+    /// Forgets the objects that are gone and the cells of their pages.
+    /// Dropping an object's weak reference lets a new object take its
+    /// address, which is harmless once no entry of `shared` names it.
+    fn drop_dead_objects(&mut self) {
+        self.objects.retain(|_, object| object.strong_count() > 0);
+        let objects = &self.objects;
+        self.shared
+            .retain(|(object, _), _| objects.contains_key(object));
+    }
+}
+
+/// The values of `evs` (a cell's events, every one finished) that are
+/// legitimate at clock `now`, each once, stamped `[now, now]`.
+fn legitimate_at(evs: &[Ev], now: u64) -> Vec<Ev> {
+    let mut kept: Vec<Ev> = evs
+        .iter()
+        .filter(|x| !superseded(evs, x, u64::MAX))
+        .map(|x| Ev {
+            value: x.value,
+            start: now,
+            end: now,
+            definite: true,
+        })
+        .collect();
+    kept.sort_by_key(|e| e.value);
+    kept.dedup_by_key(|e| e.value);
+    kept
 }
 
 /// Where a page's content comes from after a change.

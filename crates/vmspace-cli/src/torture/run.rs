@@ -12,7 +12,7 @@ use super::judge::{cause_index, judge, value_name};
 use super::model::Model;
 use super::store::{file_word, Injector};
 use super::worker::{worker, Shared};
-use super::{Options, Report, ARENA_FRAMES, SHOWN};
+use super::{Options, Report, ARENA_FRAMES, EPOCH_OPS, SHOWN};
 
 /// Frames still in use once the epoch garbage (old tree nodes, and with them
 /// the last references to unmapped VMAs and their objects) has been
@@ -25,6 +25,25 @@ pub(super) fn frames_after_grace_periods(frames: &FrameAllocator) -> usize {
         std::thread::yield_now();
     }
     frames.in_use()
+}
+
+/// How often the checkpoint looks at the clock while it waits.
+const POLL: Duration = Duration::from_millis(1);
+
+/// Waits until the epoch that began now is over: `epoch` has passed, the
+/// run's `deadline` has come, or the epoch has done [`EPOCH_OPS`] operations
+/// (each access and each mapping change ticks the clock twice).
+fn wait_for_checkpoint(sh: &Shared, epoch: Duration, deadline: Instant) {
+    let until = deadline.min(Instant::now() + epoch);
+    let first_tick = sh.clock.load(Ordering::Relaxed);
+    loop {
+        let now = Instant::now();
+        let ticks = sh.clock.load(Ordering::Relaxed) - first_tick;
+        if now >= until || ticks >= 2 * EPOCH_OPS {
+            return;
+        }
+        std::thread::sleep(POLL.min(until - now));
+    }
 }
 
 /// Runs the torture on one strategy.
@@ -68,11 +87,10 @@ pub fn run(strategy: Strategy, opts: &Options) -> anyhow::Result<Report> {
     let mut epochs = 0u64;
     let mut accesses_total = 0u64;
     let mut fault_causes = [0u64; 5];
+    let mut peak_records = 0;
+    let mut records;
     loop {
-        std::thread::sleep(
-            opts.epoch
-                .min(deadline.saturating_duration_since(Instant::now())),
-        );
+        wait_for_checkpoint(&sh, opts.epoch, deadline);
         sh.pause.store(true, Ordering::Release);
         sh.barrier.wait();
         // Every worker waits at the second barrier: the space is quiet.
@@ -91,13 +109,19 @@ pub fn run(strategy: Strategy, opts: &Options) -> anyhow::Result<Report> {
                 .into_iter()
                 .take(SHOWN.saturating_sub(violations.len())),
         );
+        peak_records = peak_records.max(model.records() + accesses.len());
         let now = sh.tick();
         model.carry_over(now);
+        records = model.records();
         drop(model);
         epochs += 1;
         // A violation ends the run at once: the seed and the first report are
         // what the user needs, and a broken build should fail fast.
-        let done = Instant::now() >= deadline || violation_count > 0;
+        let done = Instant::now() >= deadline
+            || violation_count > 0
+            || opts
+                .max_ops
+                .is_some_and(|max| sh.ops.load(Ordering::Relaxed) >= max);
         sh.pause.store(false, Ordering::Release);
         sh.stop.store(done, Ordering::Release);
         sh.barrier.wait();
@@ -170,5 +194,7 @@ pub fn run(strategy: Strategy, opts: &Options) -> anyhow::Result<Report> {
         leaked_frames,
         fault_causes,
         unknown_pages,
+        records,
+        peak_records,
     })
 }
