@@ -1,19 +1,116 @@
-//! The vmspace backend of vmscript: runs a script on a fresh
-//! `vmspace::AddressSpace`, as `host` runs it on the Linux kernel.
+//! The vmspace backend of vmscript: applies script ops to a
+//! `vmspace::AddressSpace`, as `host` applies them to the Linux kernel.
 //!
-//! The window starts at [`WINDOW_BASE`]; the eight files are `vmspace::File`s
-//! over in-memory stores holding the vmscript content. Frames come from one
-//! arena shared by every script of a run (`Backend::new` makes it once).
+//! [`apply`] is the one place that turns a mapping op (`mmap`, `munmap`,
+//! `mprotect`, `mremap`, `madvise`) into its vmspace call. `replay` reaches it
+//! through [`Runner`], whose scripts also load and store bytes through a
+//! `Cpu`; `torture` calls it with its own files ([`FileTable`]) and does its
+//! own word-sized loads and stores, which its checker needs to tell stores
+//! apart. [`Placement`] and [`msync`] are the calls torture makes that
+//! vmscript does not spell.
+//!
+//! The window starts at [`WINDOW_BASE`]. A script's eight files are
+//! `vmspace::File`s over in-memory stores holding the vmscript content, made on
+//! first use. Frames come from one arena shared by every script of a run
+//! (`Runner::new` makes it once).
 
 use crate::script::{self, Backing, Op, Outcome, Sharing};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use vmspace::{
-    AddressSpace, Config, Errno, FrameAllocator, MapFlags, MapSource, MemoryStore, Prot,
+    AddressSpace, Config, Errno, File, FrameAllocator, MapFlags, MapSource, MemoryStore, Prot,
     RemapFlags, Strategy,
 };
 
 /// Where page 0 of the window lives in the address space.
 pub const WINDOW_BASE: u64 = 0x7000_0000_0000;
+
+/// The address of window page `page`.
+pub fn addr(page: u64) -> u64 {
+    WINDOW_BASE + page * script::PAGE
+}
+
+/// The files an op's `file:ID` names.
+pub trait FileTable {
+    /// File `id`, or `None` when the table has no such file.
+    fn file(&self, id: u8) -> Option<Arc<File>>;
+}
+
+/// How `mmap` treats what its range already holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// `MAP_FIXED`: replaces it (the only placement vmscript's `mmap` has).
+    #[default]
+    Replace,
+    /// `MAP_FIXED_NOREPLACE`: fails with `EEXIST` if anything is mapped there.
+    NoReplace,
+}
+
+/// Applies mapping op `op` to `space`, `mmap` placed by `placement`, and
+/// returns what the call returned: the address of the mapping for `mmap`
+/// and `mremap`, 0 for the others. A `file:ID` that `files` does not have
+/// fails with `EINVAL`. `None` when `op` is not a mapping op (`read`,
+/// `write`, `maps`).
+pub fn apply(
+    space: &AddressSpace,
+    files: &impl FileTable,
+    op: &Op,
+    placement: Placement,
+) -> Option<Result<u64, Errno>> {
+    let bytes = |npages: u64| npages * script::PAGE;
+    let done = |r: Result<(), Errno>| r.map(|()| 0);
+    let result = match *op {
+        Op::Mmap {
+            page,
+            npages,
+            prot: p,
+            backing,
+            sharing,
+        } => {
+            let source = match backing {
+                Backing::Anon => MapSource::Anon,
+                Backing::File { id, pgoff } => match files.file(id) {
+                    Some(file) => MapSource::File { file, pgoff },
+                    None => return Some(Err(Errno::EINVAL)),
+                },
+            };
+            let flags = MapFlags {
+                shared: sharing == Sharing::Shared,
+                fixed: placement == Placement::Replace,
+                fixed_noreplace: placement == Placement::NoReplace,
+                ..MapFlags::default()
+            };
+            space.mmap(addr(page), bytes(npages), prot(p), flags, source)
+        }
+        Op::Munmap { page, npages } => done(space.munmap(addr(page), bytes(npages))),
+        Op::Mprotect {
+            page,
+            npages,
+            prot: p,
+        } => done(space.mprotect(addr(page), bytes(npages), prot(p))),
+        Op::Mremap {
+            page,
+            old_npages,
+            new_npages,
+            new_page,
+        } => {
+            let flags = RemapFlags {
+                may_move: new_page.is_some(),
+                fixed: new_page.map(addr),
+            };
+            space.mremap(addr(page), bytes(old_npages), bytes(new_npages), flags)
+        }
+        Op::MadviseDontneed { page, npages } => {
+            done(space.madvise_dontneed(addr(page), bytes(npages)))
+        }
+        Op::Write { .. } | Op::Read { .. } | Op::Maps => return None,
+    };
+    Some(result)
+}
+
+/// `msync(MS_SYNC)` of window pages `page .. page + npages`.
+pub fn msync(space: &AddressSpace, page: u64, npages: u64) -> Result<(), Errno> {
+    space.msync(addr(page), npages * script::PAGE)
+}
 
 /// A reusable runner: one frame arena for many scripts.
 pub struct Runner {
@@ -39,23 +136,52 @@ impl Runner {
     }
 }
 
+/// A script's files `1..=FILE_COUNT`, each made with the vmscript content
+/// on first use.
+struct ScriptFiles {
+    files: Vec<OnceLock<Arc<File>>>,
+    frames: Arc<FrameAllocator>,
+}
+
+impl FileTable for ScriptFiles {
+    fn file(&self, id: u8) -> Option<Arc<File>> {
+        let slot = self.files.get(usize::from(id).checked_sub(1)?)?;
+        let file = slot.get_or_init(|| {
+            let store = MemoryStore::new(script::FILE_PAGES, |p, page| {
+                page[0] = script::file_byte(id, p)
+            });
+            Arc::new(File::new(
+                script::FILE_PAGES,
+                Box::new(store),
+                self.frames.clone(),
+            ))
+        });
+        Some(file.clone())
+    }
+}
+
+impl ScriptFiles {
+    /// The id of `file`, or 0 for a file that is not one of the script's.
+    fn id_of(&self, file: &Arc<File>) -> u8 {
+        self.files
+            .iter()
+            .position(|x| x.get().is_some_and(|x| Arc::ptr_eq(x, file)))
+            .map_or(0, |i| i as u8 + 1)
+    }
+}
+
 /// One script's address space, files and `Cpu`.
 struct Exec {
     space: Arc<AddressSpace>,
     cpu: vmspace::Cpu,
-    files: Vec<Option<Arc<vmspace::File>>>,
-    frames: Arc<FrameAllocator>,
-}
-
-fn addr(page: u64) -> u64 {
-    WINDOW_BASE + page * script::PAGE
+    files: ScriptFiles,
 }
 
 fn prot(p: script::Prot) -> Prot {
     Prot::new(p.read, p.write, p.exec)
 }
 
-fn outcome(r: Result<impl Sized, Errno>) -> Outcome {
+fn outcome(r: Result<u64, Errno>) -> Outcome {
     match r {
         Ok(_) => Outcome::Ok,
         Err(e) => Outcome::Err(e.code()),
@@ -81,33 +207,11 @@ impl Exec {
         Exec {
             space,
             cpu,
-            files: vec![None; script::FILE_COUNT as usize + 1],
-            frames,
+            files: ScriptFiles {
+                files: (0..script::FILE_COUNT).map(|_| OnceLock::new()).collect(),
+                frames,
+            },
         }
-    }
-
-    /// File `id`, created with the vmscript content on first use.
-    fn file(&mut self, id: u8) -> Arc<vmspace::File> {
-        let frames = self.frames.clone();
-        self.files[id as usize]
-            .get_or_insert_with(|| {
-                let store = MemoryStore::new(script::FILE_PAGES, |p, page| {
-                    page[0] = script::file_byte(id, p)
-                });
-                Arc::new(vmspace::File::new(
-                    script::FILE_PAGES,
-                    Box::new(store),
-                    frames,
-                ))
-            })
-            .clone()
-    }
-
-    fn file_id(&self, f: &Arc<vmspace::File>) -> u8 {
-        self.files
-            .iter()
-            .position(|x| x.as_ref().is_some_and(|x| Arc::ptr_eq(x, f)))
-            .unwrap_or(0) as u8
     }
 
     fn maps(&self) -> Outcome {
@@ -128,7 +232,7 @@ impl Exec {
                 shared: m.shared,
                 backing: match &m.file {
                     Some(f) => Backing::File {
-                        id: self.file_id(f),
+                        id: self.files.id_of(f),
                         pgoff: m.pgoff,
                     },
                     None => Backing::Anon,
@@ -141,61 +245,16 @@ impl Exec {
 
 impl script::Backend for Exec {
     fn exec(&mut self, op: &Op) -> Outcome {
-        let pages = |n: u64| n * script::PAGE;
+        if let Some(result) = apply(&self.space, &self.files, op, Placement::Replace) {
+            return outcome(result);
+        }
         match *op {
-            Op::Mmap {
-                page,
-                npages,
-                prot: p,
-                backing,
-                sharing,
-            } => {
-                let source = match backing {
-                    Backing::Anon => MapSource::Anon,
-                    Backing::File { id, pgoff } => MapSource::File {
-                        file: self.file(id),
-                        pgoff,
-                    },
-                };
-                let flags = MapFlags {
-                    shared: sharing == Sharing::Shared,
-                    fixed: true,
-                    ..MapFlags::default()
-                };
-                outcome(
-                    self.space
-                        .mmap(addr(page), pages(npages), prot(p), flags, source),
-                )
-            }
-            Op::Munmap { page, npages } => outcome(self.space.munmap(addr(page), pages(npages))),
-            Op::Mprotect {
-                page,
-                npages,
-                prot: p,
-            } => outcome(self.space.mprotect(addr(page), pages(npages), prot(p))),
-            Op::Mremap {
-                page,
-                old_npages,
-                new_npages,
-                new_page,
-            } => {
-                let flags = RemapFlags {
-                    may_move: new_page.is_some(),
-                    fixed: new_page.map(addr),
-                };
-                outcome(
-                    self.space
-                        .mremap(addr(page), pages(old_npages), pages(new_npages), flags),
-                )
-            }
-            Op::MadviseDontneed { page, npages } => {
-                outcome(self.space.madvise_dontneed(addr(page), pages(npages)))
-            }
             Op::Write { page, value } => {
                 access(self.cpu.write_u8(addr(page), value), |_| Outcome::Ok)
             }
             Op::Read { page } => access(self.cpu.read_u8(addr(page)), Outcome::Value),
             Op::Maps => self.maps(),
+            _ => unreachable!("apply handles every mapping op"),
         }
     }
 }

@@ -94,6 +94,7 @@ pub fn main(args: Args) -> ExitCode {
             seed,
             inject: args.inject,
             epoch: Duration::from_millis(args.epoch_ms),
+            max_ops: None,
         };
         match run(strategy, &opts) {
             Ok(report) => {

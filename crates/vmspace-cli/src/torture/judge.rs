@@ -1,0 +1,190 @@
+//! Judging an epoch: each access against the states and cell values it may
+//! have seen.
+
+use vmspace::{FaultCause, Prot, PAGE_SIZE};
+
+use super::model::{superseded, Access, Kind, Model, StateRec};
+use super::BASE;
+
+/// Judges one epoch's accesses against the model; returns the violations.
+pub(super) fn judge(model: &mut Model, accesses: &mut [Access], injecting: bool) -> Vec<String> {
+    accesses.sort_by_key(|a| a.start);
+    let mut violations = Vec::new();
+    // Stores first: they are events of the cells they may have hit.
+    for a in accesses.iter().filter(|a| a.write) {
+        let states = candidates(&model.history, a.start, a.end);
+        if let Err(cause) = a.result {
+            if !fault_allowed(model, states, a, cause, injecting) {
+                violations.push(describe(model, a, states, "a fault no state allows"));
+            }
+            continue;
+        }
+        let mut cells: Vec<u32> = states
+            .iter()
+            .filter_map(|s| s.slots[a.page as usize])
+            .filter(|s| s.prot.write && model.kinds[s.cell as usize] != Kind::PastEnd)
+            .map(|s| s.cell)
+            .collect();
+        cells.sort_unstable();
+        cells.dedup();
+        if cells.is_empty() {
+            violations.push(describe(
+                model,
+                a,
+                states,
+                "a store succeeded where no state allows it",
+            ));
+            continue;
+        }
+        let definite = cells.len() == 1;
+        for c in cells {
+            model.add_event(c, a.value, a.start, a.end, definite);
+        }
+    }
+    for evs in model.events.values_mut() {
+        evs.sort_by_key(|e| e.start);
+    }
+    for a in accesses.iter().filter(|a| !a.write) {
+        let states = candidates(&model.history, a.start, a.end);
+        if let Err(cause) = a.result {
+            if !fault_allowed(model, states, a, cause, injecting) {
+                violations.push(describe(model, a, states, "a fault no state allows"));
+            }
+            continue;
+        }
+        let cells: Vec<u32> = states
+            .iter()
+            .filter_map(|s| s.slots[a.page as usize])
+            .filter(|s| s.prot.read || s.prot.write)
+            .map(|s| s.cell)
+            .filter(|&c| model.kinds[c as usize] != Kind::PastEnd)
+            .collect();
+        if cells.is_empty() {
+            violations.push(describe(
+                model,
+                a,
+                states,
+                "a load succeeded where no state allows it",
+            ));
+            continue;
+        }
+        if cells
+            .iter()
+            .any(|&c| model.kinds[c as usize] == Kind::Unknown || explains(model, c, a))
+        {
+            continue;
+        }
+        violations.push(describe(
+            model,
+            a,
+            states,
+            "a value that no store, initial content or reset explains",
+        ));
+    }
+    violations
+}
+
+/// The states an access during `[start, end]` may have seen: those made
+/// before it ended and not replaced before it began.
+pub(super) fn candidates(history: &[StateRec], start: u64, end: u64) -> &[StateRec] {
+    let first = history[1..].partition_point(|s| s.end < start);
+    let last = history.partition_point(|s| s.start < end).max(1);
+    &history[first.min(last - 1)..last]
+}
+
+pub(super) fn explains(model: &Model, cell: u32, a: &Access) -> bool {
+    let Some(evs) = model.events.get(&cell) else {
+        return false;
+    };
+    evs.iter()
+        .take_while(|x| x.start < a.end)
+        .any(|x| x.value == a.value && !superseded(evs, x, a.start))
+}
+
+pub(super) fn fault_allowed(
+    model: &Model,
+    states: &[StateRec],
+    a: &Access,
+    cause: FaultCause,
+    injecting: bool,
+) -> bool {
+    match cause {
+        FaultCause::OutOfMemory | FaultCause::Io => return injecting,
+        FaultCause::NoMapping | FaultCause::Protection | FaultCause::PastEnd => {}
+    }
+    states
+        .iter()
+        .any(|s| match (s.slots[a.page as usize], cause) {
+            (None, FaultCause::NoMapping) => true,
+            (Some(slot), FaultCause::Protection) => {
+                if a.write {
+                    !slot.prot.write
+                } else {
+                    !slot.prot.read && !slot.prot.write
+                }
+            }
+            (Some(slot), FaultCause::PastEnd) => {
+                matches!(
+                    model.kinds[slot.cell as usize],
+                    Kind::PastEnd | Kind::Unknown
+                )
+            }
+            _ => false,
+        })
+}
+
+pub(super) fn describe(model: &Model, a: &Access, states: &[StateRec], what: &str) -> String {
+    let seen: Vec<String> = states
+        .iter()
+        .map(|s| match s.slots[a.page as usize] {
+            None => "unmapped".to_string(),
+            Some(slot) => format!(
+                "cell {} {:?} {}",
+                slot.cell,
+                model.kinds[slot.cell as usize],
+                prot_name(slot.prot)
+            ),
+        })
+        .collect();
+    format!(
+        "{what}: {} of page {} ({:#x}) {} during [{}, {}], states then: [{}]",
+        if a.write { "store" } else { "load" },
+        a.page,
+        BASE + a.page * PAGE_SIZE,
+        match a.result {
+            Ok(()) => format!("= {}", value_name(a.value)),
+            Err(c) => format!("-> {c:?} (value {})", value_name(a.value)),
+        },
+        a.start,
+        a.end,
+        seen.join("; ")
+    )
+}
+
+pub(super) fn cause_index(c: FaultCause) -> usize {
+    match c {
+        FaultCause::NoMapping => 0,
+        FaultCause::Protection => 1,
+        FaultCause::PastEnd => 2,
+        FaultCause::Io => 3,
+        FaultCause::OutOfMemory => 4,
+    }
+}
+
+pub(super) fn prot_name(p: Prot) -> &'static str {
+    match (p.read, p.write) {
+        (true, true) => "rw",
+        (true, false) => "r",
+        (false, true) => "w",
+        (false, false) => "none",
+    }
+}
+
+pub(super) fn value_name(v: u64) -> String {
+    match v >> 56 {
+        0xA5 => format!("store {}#{}", (v >> 40) & 0xffff, v & 0xff_ffff_ffff),
+        0xF1 => format!("file {} page {}", (v >> 32) & 0xff, v & 0xffff_ffff),
+        _ if v == 0 => "0".to_string(),
+        _ => format!("{v:#x}"),
+    }
+}

@@ -1,0 +1,165 @@
+//! `vmspace torture`: random concurrent operations on one address space per
+//! strategy, with fault injection, judged by a checker that knows what every
+//! word of memory may hold.
+//!
+//! # The run
+//!
+//! `threads` threads share a window of [`PAGES`] pages at [`BASE`], small on
+//! purpose so that operations collide. Each thread draws operations at random:
+//! loads and stores of the first word of a page (through its own [`Cpu`]),
+//! `mmap` (fixed, anonymous or file, private or shared), `munmap`, `mprotect`,
+//! `mremap` (in place, or fixed within the window), `madvise(DONTNEED)` and
+//! `msync`. Loads and stores take no lock of the checker, so they race every
+//! mapping change; mapping changes take the checker's model lock around the
+//! call (they are serialized by the address space's write lock anyway), so
+//! that the model sees them in the order they happened.
+//!
+//! # The checker (interval semantics)
+//!
+//! A global clock (one `SeqCst` counter) stamps the start and the end of every
+//! operation. The model keeps the mapping state after each mapping change: for
+//! every page, the *cell* it shows (a unit of memory content: a private page,
+//! or a page of a file or shared-memory object, identified across `mremap`
+//! moves) and its protection. An access whose interval is `[s, e]` may have
+//! seen any state current at some moment of that interval.
+//!
+//! * A store writes a value that names its thread and sequence number. It
+//!   lands in one of the cells its candidate states allow writing to (exactly
+//!   one: a *definite* write).
+//! * A load of value `v` is legitimate if some candidate cell holds an event
+//!   with value `v` (a store, the cell's initial content: zero or the file's
+//!   word, a `DONTNEED` reset) that began before the load ended and that no
+//!   definite event on the same cell superseded (began after it ended and
+//!   ended before the load began). Any other value (poison of a freed frame,
+//!   another cell's data, a failed store's value) is a violation.
+//! * A fault is legitimate if some candidate state allows it: no mapping,
+//!   a protection that forbids the access, a page past the end of its object,
+//!   and, only with injection on, out-of-memory or an I/O error.
+//!
+//! Every `epoch`, the threads stop at a barrier, the checker judges what
+//! happened, and the legitimate contents of each live cell carry over to the
+//! next epoch, so memory stays bounded however long the run.
+//!
+//! At the end, injection is turned off, the files are synced, and the words in
+//! their backing stores must be legitimate final contents (no write lost);
+//! when everything is dropped, every frame must be back in the allocator.
+
+use std::time::Duration;
+
+use vmspace::{FaultStats, Strategy};
+
+mod draw;
+mod files;
+mod judge;
+mod model;
+mod run;
+mod store;
+mod worker;
+
+pub use run::run;
+
+/// Base address of the window the threads work in.
+pub const BASE: u64 = crate::backend::WINDOW_BASE;
+/// Pages in the window.
+pub const PAGES: u64 = 64;
+/// Pages of each data file (mapped shared, written).
+const DATA_PAGES: u64 = 32;
+/// Pages of the read-only file (mapped private; mappings may pass its end).
+const RO_PAGES: u64 = 24;
+/// Frames in the arena: the window, the page caches, and room to spare.
+const ARENA_FRAMES: u64 = 2048;
+/// The top byte of a value written by a store.
+const STORE_TAG: u64 = 0xA5 << 56;
+/// The top byte of a file's initial word.
+const FILE_TAG: u64 = 0xF1 << 56;
+/// Operations after which an epoch ends, however long `Options::epoch`:
+/// this bounds what the checker holds between two checkpoints.
+pub const EPOCH_OPS: u64 = 16_384;
+/// Violations printed in full (the rest are counted).
+const SHOWN: usize = 10;
+
+/// What a run does.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Seconds of random operations (for this strategy).
+    pub seconds: f64,
+    /// Threads.
+    pub threads: usize,
+    /// Seed of every random choice (thread `i` uses `seed + i`).
+    pub seed: u64,
+    /// Probability that a frame allocation or a backing-store I/O fails.
+    pub inject: f64,
+    /// Time between checkpoints.
+    pub epoch: Duration,
+    /// Stop at the first checkpoint after this many operations (`None`: run
+    /// for `seconds`, which also bounds a run with a limit).
+    pub max_ops: Option<u64>,
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct Report {
+    /// The strategy.
+    pub strategy: Strategy,
+    /// Operations done (accesses and calls).
+    pub ops: u64,
+    /// Loads and stores.
+    pub accesses: u64,
+    /// Mapping changes (`mmap`, `munmap`, `mprotect`, `mremap`, `madvise`).
+    pub mapping_ops: u64,
+    /// Checkpoints.
+    pub epochs: u64,
+    /// Faults by path.
+    pub stats: FaultStats,
+    /// The first violations, in words.
+    pub violations: Vec<String>,
+    /// All violations.
+    pub violation_count: u64,
+    /// Frames still allocated after everything was dropped.
+    pub leaked_frames: usize,
+    /// Failed accesses by cause: no mapping, protection, past the end, I/O
+    /// error, out of memory.
+    pub fault_causes: [u64; 5],
+    /// Pages whose cell the model lost track of (a partly failed call); their
+    /// content is not checked.
+    pub unknown_pages: u64,
+    /// Records the checker held after its last checkpoint (see
+    /// [`Report::peak_records`]).
+    pub records: usize,
+    /// The most records the checker held at once, counted at each checkpoint
+    /// once the epoch is judged: mapping states, cells, value events, shared
+    /// pages and objects of its model, and the epoch's accesses.
+    pub peak_records: usize,
+}
+
+impl Report {
+    /// Whether the run found nothing wrong.
+    pub fn clean(&self) -> bool {
+        self.violation_count == 0 && self.leaked_frames == 0
+    }
+
+    /// The one-line summary.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        format!(
+            "{}: {} ops ({} accesses, {} mapping changes), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, {} violations, {} leaked frames, {} unchecked pages",
+            self.strategy.name(),
+            self.ops,
+            self.accesses,
+            self.mapping_ops,
+            self.epochs,
+            s.lockless,
+            s.locked,
+            s.fallback,
+            s.retry,
+            self.fault_causes[0],
+            self.fault_causes[1],
+            self.fault_causes[2],
+            self.fault_causes[3],
+            self.fault_causes[4],
+            self.violation_count,
+            self.leaked_frames,
+            self.unknown_pages,
+        )
+    }
+}
