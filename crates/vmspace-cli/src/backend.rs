@@ -198,11 +198,15 @@ fn access<T>(r: Result<T, vmspace::Fault>, ok: impl FnOnce(T) -> Outcome) -> Out
 
 impl Exec {
     fn new(frames: Arc<FrameAllocator>, strategy: Strategy) -> Exec {
+        // Execute-only keys as the host has them: the host kernel is the
+        // oracle these scripts are compared with.
         let config = Config {
             strategy,
+            exec_only_pkey: Config::host_has_exec_only_pkey(),
             ..Config::default()
         };
-        let space = AddressSpace::new(config, frames.clone());
+        let space =
+            AddressSpace::new(config, frames.clone()).expect("a default configuration is valid");
         let cpu = space.cpu();
         Exec {
             space,

@@ -303,7 +303,8 @@ impl VmEnv {
                 ..Config::default()
             },
             frames.clone(),
-        );
+        )
+        .expect("a default configuration is valid");
         let pages = file_bytes / PAGE_SIZE;
         let files = (0..files)
             .map(|_| {

@@ -62,7 +62,7 @@ pub fn run(strategy: Strategy, opts: &Options) -> anyhow::Result<Report> {
     };
     let threads = opts.threads.max(1);
     let sh = Arc::new(Shared {
-        space: AddressSpace::new(config, frames.clone()),
+        space: AddressSpace::new(config, frames.clone()).expect("a default configuration is valid"),
         files: Files::new(&frames, &injector),
         model: Mutex::new(Model::new()),
         clock: AtomicU64::new(1),
