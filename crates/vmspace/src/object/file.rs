@@ -39,16 +39,17 @@
 //!
 //! # Mappings
 //!
-//! The file keeps the page ranges its attached VMAs map (`mappings.rs`). For shared
-//! anonymous memory, which nothing but its mappings can reach, a cached page
-//! that no mapping covers any more is dropped when its last mapping goes
-//! (Linux frees shmem pages only when the object goes; dropping them earlier
-//! keeps a script that unmaps parts of a big shared mapping within memory).
+//! The file keeps the page ranges its attached VMAs map (`mappings.rs`).
+//! Shared anonymous memory is reachable only through its mappings, and any
+//! of them can reach every page again (`mremap` grows a mapping over pages
+//! unmapped before, as on Linux, which keeps them), so its pages are dropped
+//! when its last mapping goes, not when the object is freed (which waits for
+//! the removed VMAs' grace period, and for whoever else holds the object).
 //!
 //! Locks: `fill` is taken with no PTE lock held (under at most a VMA read lock
 //! or the address-space lock); only the frame free list is taken under it.
 
-use super::mappings::{covers, Mappings};
+use super::mappings::Mappings;
 use crate::frame::{FrameAllocator, FrameId, PAGE_SIZE};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -251,18 +252,14 @@ impl File {
     }
 
     /// Records that the VMA mapping `[first, end)` was detached; for shared
-    /// anonymous memory, drops the cached pages of that range that no other
-    /// mapping covers.
+    /// anonymous memory whose last mapping this was, drops every cached page.
     pub(crate) fn mapping_removed(&self, first: u64, end: u64) {
         let dropped = self.mappings.remove(first, end, |rest| {
             let mut dropped = Vec::new();
-            if !self.anonymous {
+            if !self.anonymous || !rest.is_empty() {
                 return dropped;
             }
-            for p in first..end.min(self.pages) {
-                if covers(rest, p) {
-                    continue;
-                }
+            for p in 0..self.pages {
                 let f = self.cache[p as usize].swap(0, Ordering::AcqRel);
                 if f != 0 {
                     self.dirty[p as usize].store(false, Ordering::Relaxed);

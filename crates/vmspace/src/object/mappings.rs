@@ -43,8 +43,3 @@ impl Mappings {
         self.0.lock().len()
     }
 }
-
-/// Whether any of `ranges` covers page `p`.
-pub(crate) fn covers(ranges: &[(u64, u64)], p: u64) -> bool {
-    ranges.iter().any(|&(a, b)| a <= p && p < b)
-}
