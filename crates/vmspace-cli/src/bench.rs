@@ -2,10 +2,20 @@
 //! threads mode) on each locking strategy and on the host kernel, side by
 //! side; a table, JSON and SVG plots.
 //!
+//! A bench goes through three steps, each a function of its own:
+//! `plan::plan` turns the arguments into what to run (and refuses bad usage
+//! before any thread, arena or file is made), `suite::run` runs it into rows
+//! and paired ratios, and [`report()`] prints the tables and the trust
+//! warnings and writes the JSON and the plots.
+//!
 //! Module map:
+//! * `plan`: the plan (cells, sizes, arena, outputs) and its checks;
+//! * `suite`: running the plan: every cell on every target, the repeats
+//!   interleaved, aggregated into rows and paired ratios;
 //! * `env`: the operations a workload needs, over vmspace and over Linux;
 //! * `run`: one measurement of one workload (threads, windows, sampling);
 //! * `lookup`: the VMA lookup workload (range tree vs. the alternatives);
+//! * `trust`: whether the controls say the run can be trusted;
 //! * `report`: the table and the JSON;
 //! * `plot`: the SVG plots.
 //!
@@ -16,21 +26,25 @@
 
 mod env;
 mod lookup;
+mod plan;
 mod plot;
 mod report;
 mod run;
+mod suite;
+mod trust;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressStyle};
-use vmspace::{FaultStats, FrameAllocator, Strategy};
+use vmspace::{FaultStats, Strategy};
 
-use run::{Measurement, Spec};
+use crate::exit;
+use plan::Plan;
+use run::Spec;
+use suite::Results;
 
 /// The workloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,7 +68,7 @@ pub enum Workload {
 }
 
 impl Workload {
-    const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 8] = [
         Workload::PageFault1,
         Workload::PageFault2,
         Workload::PageFault3,
@@ -79,11 +93,11 @@ impl Workload {
         }
     }
 
-    fn parse(s: &str) -> Result<Workload> {
+    fn parse(s: &str) -> Result<Workload, String> {
         Workload::ALL
             .into_iter()
             .find(|w| w.name() == s)
-            .with_context(|| {
+            .ok_or_else(|| {
                 let names: Vec<_> = Workload::ALL.iter().map(|w| w.name()).collect();
                 format!("unknown workload {s:?} (one of: {})", names.join(", "))
             })
@@ -98,7 +112,7 @@ impl Workload {
     }
 
     /// Thread counts when none are given.
-    fn default_threads(self) -> Vec<usize> {
+    pub fn default_threads(self) -> Vec<usize> {
         match self {
             Workload::PageFault1
             | Workload::PageFault2
@@ -111,48 +125,129 @@ impl Workload {
     }
 }
 
+/// The most threads a run may have.
+const MAX_THREADS: usize = 1024;
+/// The most seconds a run (or a mixed workload's window pair) may last.
+const MAX_SECONDS: f64 = 3600.0;
+/// The most runs per measurement.
+const MAX_REPEAT: usize = 1000;
+
+/// `--strategy`'s default: the names of [`Target::ALL`].
+const DEFAULT_TARGETS: &str = "mmap-lock,per-vma,speculative,host,no-fault";
+
 /// Arguments of `vmspace bench`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Workloads to run (default: all of them): page_fault1, page_fault2,
-    /// page_fault3, mmap1, mixed_churn, mixed_readers, sleepy_file, lookup.
-    workloads: Vec<String>,
-    /// Thread counts, comma-separated (default: 1,2 for page faults and mmap1,
-    /// 2 for mixed workloads and lookup). Mixed workloads count their extra
-    /// thread and need at least 2.
-    #[arg(long, value_delimiter = ',')]
+    /// Workloads to run; none named: the default suite, every workload, with
+    /// results.json and the plots in target/vmspace-bench/ [default: all of
+    /// them]
+    #[arg(value_parser = workload_parser())]
+    workloads: Vec<Workload>,
+    #[arg(long, value_delimiter = ',', value_parser = count_parser("--threads", MAX_THREADS),
+          allow_negative_numbers = true, help = threads_help())]
     threads: Vec<usize>,
-    /// Measured seconds per run (mixed workloads: per window).
-    #[arg(long)]
+    #[arg(long, value_parser = seconds_parser, allow_negative_numbers = true,
+          help = seconds_help())]
     seconds: Option<f64>,
     /// Strategies, comma-separated: mmap-lock, per-vma, speculative, host,
     /// and no-fault, the control of page_fault1, 2 and 3: their page work
-    /// (zeroing, copying, writing) with no fault (default: all). Does not
-    /// apply to lookup.
-    #[arg(long, value_delimiter = ',')]
-    strategy: Vec<String>,
-    /// Write the results as JSON to this file.
+    /// (zeroing, copying, writing) with no fault. Does not apply to lookup
+    #[arg(long, value_delimiter = ',', value_parser = target_parser(),
+          default_value = DEFAULT_TARGETS,
+          hide_possible_values = true)]
+    strategy: Vec<Target>,
+    /// Write the results as JSON to this file (checked before the run)
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Write SVG plots into this directory.
+    /// Write SVG plots into this directory (checked before the run)
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Smaller regions and maps, shorter runs.
+    /// Smaller regions and maps, shorter runs
     #[arg(long)]
     quick: bool,
-    /// Runs per measurement (median reported, min and max kept).
-    #[arg(long)]
+    #[arg(long, value_parser = count_parser("--repeat", MAX_REPEAT),
+          allow_negative_numbers = true, help = repeat_help())]
     repeat: Option<usize>,
+}
+
+fn threads_help() -> String {
+    let list = |w: Workload| {
+        let counts: Vec<_> = w.default_threads().iter().map(usize::to_string).collect();
+        counts.join(",")
+    };
+    format!(
+        "Thread counts, comma-separated, each in 1..={MAX_THREADS}. Mixed workloads count \
+         their extra thread and need at least 2 [default: {} for page_fault1, page_fault2, \
+         page_fault3 and mmap1; {} for the others]",
+        list(Workload::PageFault1),
+        list(Workload::MixedChurn)
+    )
+}
+
+fn seconds_help() -> String {
+    format!(
+        "Measured seconds per run (mixed workloads: per pair of windows), above 0 and at most \
+         {MAX_SECONDS} [default: {}; --quick: {}]",
+        plan::SECONDS,
+        plan::QUICK_SECONDS
+    )
+}
+
+fn repeat_help() -> String {
+    format!(
+        "Runs per measurement, in 1..={MAX_REPEAT} (median reported, min and max kept) \
+         [default: {}; --quick: {}]",
+        plan::REPEAT,
+        plan::QUICK_REPEAT
+    )
+}
+
+/// Parses a workload name; `--help` lists the names.
+fn workload_parser() -> impl TypedValueParser<Value = Workload> {
+    PossibleValuesParser::new(Workload::ALL.map(Workload::name)).try_map(|s| Workload::parse(&s))
+}
+
+/// Parses a target name; `--help` lists the names.
+fn target_parser() -> impl TypedValueParser<Value = Target> {
+    PossibleValuesParser::new(Target::ALL.map(Target::name)).try_map(|s| {
+        Target::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("unknown strategy {s:?}"))
+    })
+}
+
+/// A parser of whole numbers in `1..=max`, whose message names the bounds.
+fn count_parser(
+    flag: &'static str,
+    max: usize,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |s| match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{flag} takes whole numbers in 1..={max}, not `{s}`"
+        )),
+    }
+}
+
+/// Parses seconds: a number above 0 and at most [`MAX_SECONDS`].
+fn seconds_parser(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= MAX_SECONDS => Ok(x),
+        _ => Err(format!(
+            "--seconds takes a number above 0 and at most {MAX_SECONDS}, not `{s}`"
+        )),
+    }
 }
 
 /// Arguments of the hidden `__bench-host` subcommand (the host child).
 #[derive(Debug, clap::Args)]
 pub struct HostArgs {
-    #[arg(long)]
-    workload: String,
-    #[arg(long)]
+    #[arg(long, value_parser = workload_parser())]
+    workload: Workload,
+    #[arg(long, value_parser = count_parser("--threads", MAX_THREADS))]
     threads: usize,
-    #[arg(long)]
+    #[arg(long, value_parser = seconds_parser)]
     seconds: f64,
     #[arg(long)]
     warmup: f64,
@@ -162,14 +257,16 @@ pub struct HostArgs {
     mixed_region: u64,
     #[arg(long)]
     sleepy_region: u64,
-    #[arg(long)]
+    #[arg(long, value_parser = count_parser("--rounds", MAX_REPEAT))]
     rounds: usize,
 }
 
 /// Where a row runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Target {
+pub enum Target {
+    /// The vmspace library with this fault strategy.
     Vm(Strategy),
+    /// The host kernel, in a fresh child process.
     Host,
     /// The controls: `page_fault1`'s page zeroing and `page_fault2`'s page
     /// copies, with their writes, with no fault (`env::NoFaultEnv`);
@@ -179,7 +276,17 @@ enum Target {
 }
 
 impl Target {
-    fn name(self) -> &'static str {
+    /// Every target, in the order results show them (`--strategy`'s default).
+    const ALL: [Target; 5] = [
+        Target::Vm(Strategy::MmapLock),
+        Target::Vm(Strategy::PerVma),
+        Target::Vm(Strategy::Speculative),
+        Target::Host,
+        Target::NoFault,
+    ];
+
+    /// The name on the command line and in results.
+    pub fn name(self) -> &'static str {
         match self {
             Target::Vm(s) => s.name(),
             Target::Host => "host",
@@ -188,7 +295,7 @@ impl Target {
     }
 
     /// Whether the target has a row for `workload`.
-    fn applies(self, workload: Workload) -> bool {
+    pub fn applies(self, workload: Workload) -> bool {
         self != Target::NoFault
             || matches!(
                 workload,
@@ -250,235 +357,6 @@ pub struct MixedRow {
     pub idle_lat: Histogram<u64>,
 }
 
-/// Sizes and durations of a run.
-#[derive(Clone, Copy, Debug)]
-struct Plan {
-    seconds: f64,
-    warmup: f64,
-    repeat: usize,
-    region: u64,
-    mixed_region: u64,
-    sleepy_region: u64,
-    lookup_sizes: [u64; 3],
-}
-
-const MIB: u64 = 1 << 20;
-
-impl Plan {
-    fn new(args: &Args) -> Plan {
-        let quick = args.quick;
-        let seconds = args.seconds.unwrap_or(if quick { 0.1 } else { 0.25 });
-        Plan {
-            seconds,
-            warmup: (seconds / 2.0).min(0.1),
-            repeat: args.repeat.unwrap_or(if quick { 1 } else { 3 }).max(1),
-            region: if quick { 16 * MIB } else { 128 * MIB },
-            mixed_region: if quick { 2 * MIB } else { 8 * MIB },
-            sleepy_region: if quick { 256 * 1024 } else { MIB },
-            lookup_sizes: if quick {
-                [1_000, 10_000, 100_000]
-            } else {
-                [1_000, 100_000, 1_000_000]
-            },
-        }
-    }
-
-    fn spec(&self, workload: Workload, threads: usize) -> Spec {
-        Spec {
-            workload,
-            threads,
-            seconds: self.seconds,
-            warmup: self.warmup,
-            region: self.region,
-            mixed_region: self.mixed_region,
-            sleepy_region: self.sleepy_region,
-            rounds: self.repeat.max(3),
-        }
-    }
-
-    /// Frame-arena bytes a vmspace run of `workload` at `threads` needs.
-    fn arena_bytes(&self, workload: Workload, threads: usize) -> u64 {
-        let t = threads as u64;
-        match workload {
-            Workload::PageFault1 | Workload::PageFault3 => t * self.region,
-            Workload::PageFault2 => 2 * t * self.region,
-            Workload::Mmap1 | Workload::Lookup => 0,
-            Workload::MixedChurn | Workload::MixedReaders => {
-                (t - 1) * self.mixed_region + run::CHURN_BYTES
-            }
-            // Unmapped files are freed with their VMAs, after an epoch: room
-            // for many of them.
-            Workload::SleepyFile => 32 * t * self.sleepy_region,
-        }
-    }
-}
-
-/// The hidden `__bench-host` subcommand: runs one measurement on the host
-/// kernel in this (fresh) process and prints it as JSON.
-pub fn host_main(args: HostArgs) -> ExitCode {
-    #[cfg(target_os = "linux")]
-    {
-        let workload = match Workload::parse(&args.workload) {
-            Ok(w) => w,
-            Err(e) => {
-                eprintln!("vmspace __bench-host: {e:#}");
-                return ExitCode::from(2);
-            }
-        };
-        let spec = Spec {
-            workload,
-            threads: args.threads,
-            seconds: args.seconds,
-            warmup: args.warmup,
-            region: args.region,
-            mixed_region: args.mixed_region,
-            sleepy_region: args.sleepy_region,
-            rounds: args.rounds,
-        };
-        let files = match workload {
-            Workload::PageFault2 | Workload::PageFault3 => args.threads,
-            _ => 0,
-        };
-        let env = env::HostEnv::new(files, args.region);
-        println!("{}", run::measure(&env, &spec).to_json());
-        ExitCode::SUCCESS
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = args;
-        eprintln!("vmspace __bench-host: the host rows need Linux");
-        ExitCode::from(2)
-    }
-}
-
-/// Runs `spec` on the host kernel in a fresh child process.
-fn run_host(spec: &Spec) -> Result<Measurement> {
-    let exe = std::env::current_exe().context("finding this binary to run the host child")?;
-    let out = std::process::Command::new(exe)
-        .arg("__bench-host")
-        .args(["--workload", spec.workload.name()])
-        .args(["--threads", &spec.threads.to_string()])
-        .args(["--seconds", &spec.seconds.to_string()])
-        .args(["--warmup", &spec.warmup.to_string()])
-        .args(["--region", &spec.region.to_string()])
-        .args(["--mixed-region", &spec.mixed_region.to_string()])
-        .args(["--sleepy-region", &spec.sleepy_region.to_string()])
-        .args(["--rounds", &spec.rounds.to_string()])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("running the host child")?;
-    if !out.status.success() {
-        bail!(
-            "the host child failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let value: serde_json::Value =
-        serde_json::from_str(text.trim()).context("parsing the host child's result")?;
-    Measurement::from_json(&value).context("the host child's result is incomplete")
-}
-
-/// The directory for the default suite's outputs: `target/vmspace-bench`
-/// beside the binary's profile directory, else under the current directory.
-fn default_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            let profile = exe.parent()?;
-            let target = profile.parent()?;
-            (target.file_name()? == "target").then(|| target.join("vmspace-bench"))
-        })
-        .unwrap_or_else(|| PathBuf::from("target/vmspace-bench"))
-}
-
-fn median(xs: &mut [f64]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
-}
-
-/// Puts the arena back as new before a vmspace run: waits (a few seconds at
-/// most) until every frame of the previous run is back (files are freed with
-/// their unmapped VMAs, after an epoch grace period; `vmspace bench page_fault3
-/// --threads 1` ran out of frames on its second run without this), then puts
-/// the free lists back in address order (`FrameAllocator::redeal`), so that no
-/// run inherits the order in which the runs before it left the frames.
-fn fresh_arena(frames: &FrameAllocator) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while frames.in_use() != 0 && std::time::Instant::now() < deadline {
-        vmspace_tree::pin().flush();
-        std::thread::yield_now();
-    }
-    if !frames.redeal() {
-        eprintln!(
-            "warning: {} frames still in use; this run starts from the arena as the last one left it",
-            frames.in_use()
-        );
-    }
-}
-
-/// The workloads of `cells`, each once, in order.
-fn workloads_in_order(cells: &[(Workload, usize)]) -> Vec<Workload> {
-    let mut out: Vec<Workload> = Vec::new();
-    for &(w, _) in cells {
-        if !out.contains(&w) {
-            out.push(w);
-        }
-    }
-    out
-}
-
-/// One run of `spec` on `target`, or why the target has no row for it.
-fn measure_one(
-    spec: &run::Spec,
-    target: Target,
-    frames: Option<&Arc<FrameAllocator>>,
-) -> Result<std::result::Result<Measurement, String>> {
-    let workload = spec.workload;
-    let threads = spec.threads;
-    let frames = || frames.expect("arena for vmspace rows");
-    Ok(Ok(match target {
-        Target::Host if workload == Workload::SleepyFile => {
-            return Ok(Err("n/a: the host has no file with a slow store".into()));
-        }
-        Target::Host => {
-            run_host(spec).with_context(|| format!("{} on the host", workload.name()))?
-        }
-        Target::NoFault if workload == Workload::PageFault3 => {
-            fresh_arena(frames());
-            let env = env::WarmEnv(env::VmEnv::new(
-                Strategy::PerVma,
-                frames(),
-                threads,
-                spec.region,
-            ));
-            run::measure(&env, spec)
-        }
-        Target::NoFault => {
-            let env = env::NoFaultEnv {
-                region: spec.region,
-                copies: workload == Workload::PageFault2,
-            };
-            run::measure(&env, spec)
-        }
-        Target::Vm(strategy) => {
-            let files = match workload {
-                Workload::PageFault2 | Workload::PageFault3 => threads,
-                _ => 0,
-            };
-            fresh_arena(frames());
-            let env = env::VmEnv::new(strategy, frames(), files, spec.region);
-            run::measure(&env, spec)
-        }
-    }))
-}
-
 /// A ratio of two rates taken in the same repeat, over the repeats.
 #[derive(Clone, Copy, Debug)]
 pub struct Ratio {
@@ -493,7 +371,8 @@ pub struct Ratio {
 }
 
 impl Ratio {
-    fn of(mut xs: Vec<f64>) -> Option<Ratio> {
+    /// The median and range of `xs` (`None` when it is empty).
+    pub fn of(mut xs: Vec<f64>) -> Option<Ratio> {
         if xs.is_empty() {
             return None;
         }
@@ -523,406 +402,113 @@ pub struct RatioRow {
     pub base_threads: usize,
 }
 
-/// The ratios of rates measured in the same repeat (see `RatioRow`): a drift
-/// of the machine between repeats moves both sides of a pair together.
-fn paired_ratios(
-    workload: Workload,
-    counts: &[usize],
-    targets: &[Target],
-    skipped: &[Option<String>],
-    runs: &[Vec<Vec<Measurement>>],
-) -> Vec<RatioRow> {
-    let rate = |m: &Measurement| m.ops as f64 / m.secs;
-    let pairs = |a: &[Measurement], b: &[Measurement]| {
-        Ratio::of(a.iter().zip(b).map(|(x, y)| rate(x) / rate(y)).collect())
-    };
-    let lock = targets
-        .iter()
-        .position(|&t| t == Target::Vm(Strategy::MmapLock));
-    let mut out = Vec::new();
-    for (i, &target) in targets.iter().enumerate() {
-        if skipped[i].is_some() {
-            continue;
-        }
-        let vs_mmap_lock = match lock {
-            Some(l) if l != i && matches!(target, Target::Vm(_)) => counts
-                .iter()
-                .enumerate()
-                .map(|(c, &t)| (t, pairs(&runs[c][i], &runs[c][l])))
-                .collect(),
-            _ => Vec::new(),
+/// The hidden `__bench-host` subcommand: runs one measurement on the host
+/// kernel in this (fresh) process and prints it as JSON.
+pub fn host_main(args: HostArgs) -> ExitCode {
+    #[cfg(target_os = "linux")]
+    {
+        let spec = Spec {
+            workload: args.workload,
+            threads: args.threads,
+            seconds: args.seconds,
+            warmup: args.warmup,
+            region: args.region,
+            mixed_region: args.mixed_region,
+            sleepy_region: args.sleepy_region,
+            rounds: args.rounds,
         };
-        let scaling = counts
-            .iter()
-            .enumerate()
-            .skip(1)
-            .map(|(c, &t)| (t, pairs(&runs[c][i], &runs[0][i])))
-            .collect();
-        out.push(RatioRow {
-            workload,
-            strategy: target.name().to_string(),
-            vs_mmap_lock,
-            scaling,
-            base_threads: counts[0],
-        });
+        let files = match args.workload {
+            Workload::PageFault2 | Workload::PageFault3 => args.threads,
+            _ => 0,
+        };
+        let env = env::HostEnv::new(files, args.region);
+        println!("{}", run::measure(&env, &spec).to_json());
+        ExitCode::SUCCESS
     }
-    out
-}
-
-/// Aggregates the runs of one cell into a row.
-fn aggregate(workload: Workload, target: Target, threads: usize, runs: Vec<Measurement>) -> Row {
-    let mut rates: Vec<f64> = runs.iter().map(|m| m.ops as f64 / m.secs).collect();
-    let mut lat = run::histogram();
-    let mut stats: Option<FaultStats> = None;
-    let mut minflt: Option<u64> = None;
-    let mut measured_ops = 0;
-    for m in &runs {
-        lat.add(&m.lat).expect("histogram add");
-        measured_ops += m.ops;
-        if let Some(s) = m.stats {
-            *stats.get_or_insert_with(FaultStats::default) += s;
-        }
-        if let Some(f) = m.minflt {
-            *minflt.get_or_insert(0) += f;
-        }
-    }
-    let mut mixed = None;
-    let ops_per_sec;
-    if workload.is_mixed() {
-        // One run with several busy windows: the spread is over the windows.
-        let m = &runs[0];
-        let x = m.mixed.as_ref().expect("mixed measurement");
-        ops_per_sec = m.ops as f64 / m.secs;
-        rates = x.busy_rates.clone();
-        let baseline = x.idle.0 as f64 / x.idle.1;
-        let spin = x.spin.0 as f64 / x.spin.1;
-        mixed = Some(MixedRow {
-            baseline,
-            kept: ops_per_sec / baseline,
-            spin_kept: spin / baseline,
-            churn_ops_per_sec: x.churn_ops as f64 / m.secs,
-            churn_lat: x.churn_lat.clone(),
-            idle_lat: x.idle_lat.clone(),
-        });
-    } else {
-        ops_per_sec = median(&mut rates);
-    }
-    Row {
-        workload,
-        strategy: target.name().to_string(),
-        threads,
-        vmas: None,
-        ops_per_sec: Some(ops_per_sec),
-        min: rates.iter().copied().fold(f64::INFINITY, f64::min),
-        max: rates.iter().copied().fold(0.0, f64::max),
-        runs: rates.len(),
-        measured_ops,
-        lat: Some(lat),
-        stats,
-        minflt,
-        mixed,
-        ns_per_op: None,
-        skipped: None,
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = args;
+        eprintln!("vmspace __bench-host: the host rows need Linux");
+        ExitCode::from(exit::USAGE)
     }
 }
 
-fn skipped_row(workload: Workload, target: Target, threads: usize, why: &str) -> Row {
-    Row {
-        workload,
-        strategy: target.name().to_string(),
-        threads,
-        vmas: None,
-        ops_per_sec: None,
-        min: 0.0,
-        max: 0.0,
-        runs: 0,
-        measured_ops: 0,
-        lat: None,
-        stats: None,
-        minflt: None,
-        mixed: None,
-        ns_per_op: None,
-        skipped: Some(why.to_string()),
-    }
-}
-
-fn parse_targets(names: &[String]) -> Result<Vec<Target>> {
-    if names.is_empty() {
-        let mut all: Vec<Target> = Strategy::ALL.into_iter().map(Target::Vm).collect();
-        all.push(Target::Host);
-        all.push(Target::NoFault);
-        return Ok(all);
-    }
-    names
-        .iter()
-        .map(|n| match n.as_str() {
-            "host" => Ok(Target::Host),
-            "no-fault" => Ok(Target::NoFault),
-            _ => n
-                .parse::<Strategy>()
-                .map(Target::Vm)
-                .map_err(|e| anyhow::anyhow!("{e}, host or no-fault")),
-        })
-        .collect()
-}
-
-/// `vmspace bench`.
+/// `vmspace bench`: plan, run, report. Bad usage exits 2 before anything
+/// runs; a failure while running or writing the results exits 1.
 pub fn main(args: Args) -> ExitCode {
-    match bench(args) {
+    let plan = match plan::plan(&args) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("vmspace bench: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match suite::run(&plan).and_then(|results| report(&plan, &results)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vmspace bench: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::FAILED)
         }
     }
 }
 
-fn bench(args: Args) -> Result<()> {
-    let suite = args.workloads.is_empty();
-    let workloads = if suite {
-        Workload::ALL.to_vec()
-    } else {
-        args.workloads
-            .iter()
-            .map(|w| Workload::parse(w))
-            .collect::<Result<Vec<_>>>()?
-    };
-    let targets = parse_targets(&args.strategy)?;
-    let plan = Plan::new(&args);
-    if !(plan.seconds > 0.0 && plan.seconds.is_finite()) {
-        bail!("--seconds must be positive");
-    }
-    let (json, plot_dir) = if suite {
-        let dir = default_dir();
-        (
-            Some(
-                args.json
-                    .clone()
-                    .unwrap_or_else(|| dir.join("results.json")),
-            ),
-            Some(args.plot.clone().unwrap_or(dir)),
-        )
-    } else {
-        (args.json.clone(), args.plot.clone())
-    };
-
-    // The cells, in order, and the frame arena the largest one needs.
-    let mut cells: Vec<(Workload, usize)> = Vec::new();
-    for &w in &workloads {
-        let threads = if args.threads.is_empty() {
-            w.default_threads()
-        } else {
-            args.threads.clone()
-        };
-        for t in threads {
-            if t == 0 {
-                bail!("--threads must be at least 1");
-            }
-            cells.push((w, t));
-        }
-    }
-    let arena = cells
-        .iter()
-        .filter(|&&(w, t)| !(w.is_mixed() && t < 2))
-        .map(|&(w, t)| plan.arena_bytes(w, t))
-        .max()
-        .unwrap_or(0)
-        + 8 * MIB;
-    let vm_targets = targets
-        .iter()
-        .any(|t| matches!(t, Target::Vm(_) | Target::NoFault));
-    let frames = if vm_targets {
-        let mut f = FrameAllocator::new(arena).context("creating the frame arena")?;
-        f.set_poison(false);
-        Some(Arc::new(f))
-    } else {
-        None
-    };
-
-    let steps: u64 = cells
-        .iter()
-        .map(|&(w, _)| match w {
-            Workload::Lookup => (lookup::STRUCTURES.len() * 3 * plan.repeat) as u64,
-            w if w.is_mixed() => targets.iter().filter(|t| t.applies(w)).count() as u64,
-            w => (targets.iter().filter(|t| t.applies(w)).count() * plan.repeat) as u64,
-        })
-        .sum();
-    let bar = if std::io::stdout().is_terminal() {
-        let b = ProgressBar::new(steps);
-        b.set_style(
-            ProgressStyle::with_template("{bar:32} {pos}/{len} [{elapsed_precise}] {msg}")
-                .expect("progress template"),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
-
-    let started = std::time::Instant::now();
-    let mut rows = Vec::new();
-    let mut ratios = Vec::new();
-    for workload in workloads_in_order(&cells) {
-        let counts: Vec<usize> = cells
-            .iter()
-            .filter(|&&(w, _)| w == workload)
-            .map(|&(_, t)| t)
-            .collect();
-        if workload == Workload::Lookup {
-            for &threads in &counts {
-                rows.extend(run_lookup(&plan, threads, &bar));
-            }
-            continue;
-        }
-        let counts: Vec<usize> = counts
-            .into_iter()
-            .filter(|&threads| {
-                let skip = workload.is_mixed() && threads < 2;
-                if skip {
-                    bar.suspend(|| {
-                        eprintln!(
-                            "{}: skipped at {threads} thread (it needs a faulter and the extra thread)",
-                            workload.name()
-                        )
-                    });
-                }
-                !skip
-            })
-            .collect();
-        let targets: Vec<Target> = targets
-            .iter()
-            .copied()
-            .filter(|t| t.applies(workload))
-            .collect();
-        let repeats = if workload.is_mixed() { 1 } else { plan.repeat };
-        // runs[c][i]: the runs of thread count `counts[c]` on `targets[i]`.
-        let mut runs: Vec<Vec<Vec<Measurement>>> =
-            vec![vec![Vec::new(); targets.len()]; counts.len()];
-        let mut skipped: Vec<Option<String>> = vec![None; targets.len()];
-        // Each repeat runs every thread count on every target, one after the
-        // other, so slow drifts of a shared machine spread over all of them
-        // and the runs of one repeat can be compared pairwise (`ratios`).
-        for r in 0..repeats {
-            for (c, &threads) in counts.iter().enumerate() {
-                let spec = plan.spec(workload, threads);
-                for (i, &target) in targets.iter().enumerate() {
-                    bar.set_message(format!(
-                        "{} t={threads} {} run {}",
-                        workload.name(),
-                        target.name(),
-                        r + 1
-                    ));
-                    if skipped[i].is_none() {
-                        match measure_one(&spec, target, frames.as_ref())? {
-                            Ok(m) => runs[c][i].push(m),
-                            Err(why) => skipped[i] = Some(why),
-                        }
-                    }
-                    bar.inc(1);
-                }
-            }
-        }
-        if !workload.is_mixed() {
-            ratios.extend(paired_ratios(workload, &counts, &targets, &skipped, &runs));
-        }
-        for (c, &threads) in counts.iter().enumerate() {
-            for (i, &target) in targets.iter().enumerate() {
-                rows.push(match &skipped[i] {
-                    Some(why) => skipped_row(workload, target, threads, why),
-                    None => aggregate(workload, target, threads, std::mem::take(&mut runs[c][i])),
-                });
-            }
-        }
-    }
-    bar.finish_and_clear();
-
-    let meta = report::meta(&plan_json(&plan), started.elapsed().as_secs_f64());
-    print!("{}", report::table(&rows));
+/// Prints the tables, the paired ratios and (loudly) the trust warnings,
+/// then writes the JSON and the plots where the plan says.
+fn report(plan: &Plan, results: &Results) -> Result<()> {
+    let sizes = &plan.sizes;
+    print!("{}", report::table(&results.rows));
     println!(
         "(median of {} runs per cell, {} s each; mixed workloads: {} rounds of idle/busy/spin windows of {} s; total {:.1} s)",
-        plan.repeat,
-        plan.seconds,
-        plan.repeat.max(3),
-        plan.seconds / 2.0,
-        started.elapsed().as_secs_f64()
+        sizes.repeat,
+        sizes.seconds,
+        sizes.repeat.max(3),
+        sizes.seconds / 2.0,
+        results.elapsed
     );
-    print!("{}", report::ratio_table(&ratios));
-    if let Some(path) = &json {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let doc = report::json(meta, &rows, &ratios);
+    print!("{}", report::ratio_table(&results.ratios));
+    let warnings = trust::check(&results.rows);
+    if !warnings.is_empty() {
+        print!("{}", trust::banner(&warnings));
+        eprintln!(
+            "vmspace bench: WARNING: {} check(s) of the controls failed: this run is not trustworthy (see the output)",
+            warnings.len()
+        );
+    }
+    if let Some(path) = &plan.outputs.json {
+        let meta = report::meta(&plan.to_json(), results.elapsed);
+        let doc = report::json(meta, &results.rows, &results.ratios, &warnings);
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
         println!("results: {}", path.display());
     }
-    if let Some(dir) = &plot_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let written = plot::all(&rows, dir)?;
+    if let Some(dir) = &plan.outputs.plot {
+        let written = plot::all(&results.rows, dir)?;
         println!("plots: {} ({} SVG files)", dir.display(), written);
     }
     Ok(())
 }
 
-fn plan_json(plan: &Plan) -> serde_json::Value {
-    serde_json::json!({
-        "seconds": plan.seconds,
-        "warmup_seconds": plan.warmup,
-        "repeat": plan.repeat,
-        "region_bytes": plan.region,
-        "mixed_region_bytes": plan.mixed_region,
-        "sleepy_region_bytes": plan.sleepy_region,
-        "sleepy_latency_us": env::SLEEPY_LATENCY.as_micros() as u64,
-        "churn_bytes": run::CHURN_BYTES,
-        "args": std::env::args().skip(1).collect::<Vec<_>>(),
-    })
+/// The median of `xs` (sorted in place); `xs` must not be empty.
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
 }
 
-/// The lookup rows at `threads` threads: every structure at every size.
-fn run_lookup(plan: &Plan, threads: usize, bar: &ProgressBar) -> Vec<Row> {
-    let mut rows = Vec::new();
-    for n in plan.lookup_sizes {
-        let built: Vec<_> = lookup::STRUCTURES
-            .iter()
-            .map(|kind| {
-                bar.set_message(format!("lookup: building {kind} with {n} VMAs"));
-                lookup::build(kind, n)
-            })
-            .collect();
-        let mut rates = vec![Vec::new(); built.len()];
-        let mut total_ops = vec![0u64; built.len()];
-        for r in 0..plan.repeat {
-            for (i, b) in built.iter().enumerate() {
-                bar.set_message(format!(
-                    "lookup {n} VMAs t={threads} {} run {}",
-                    lookup::STRUCTURES[i],
-                    r + 1
-                ));
-                let (ops, secs) = lookup::measure(b, threads, plan.seconds, plan.warmup.min(0.05));
-                rates[i].push(ops as f64 / secs);
-                total_ops[i] += ops;
-                bar.inc(1);
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_cover_every_strategy() {
+        for s in Strategy::ALL {
+            assert!(Target::ALL.contains(&Target::Vm(s)), "{}", s.name());
         }
-        for (i, mut rs) in rates.into_iter().enumerate() {
-            let ops_per_sec = median(&mut rs);
-            rows.push(Row {
-                workload: Workload::Lookup,
-                strategy: lookup::STRUCTURES[i].to_string(),
-                threads,
-                vmas: Some(n),
-                ops_per_sec: Some(ops_per_sec),
-                min: rs[0],
-                max: rs[rs.len() - 1],
-                runs: rs.len(),
-                measured_ops: total_ops[i],
-                lat: None,
-                stats: None,
-                minflt: None,
-                mixed: None,
-                ns_per_op: Some(threads as f64 / ops_per_sec * 1e9),
-                skipped: None,
-            });
-        }
+        let names: Vec<_> = Target::ALL.map(Target::name).to_vec();
+        assert_eq!(names.join(","), DEFAULT_TARGETS);
     }
-    rows
 }

@@ -25,6 +25,10 @@
 //!
 //! The real backend exists on Linux x86-64 only; elsewhere both functions
 //! return an [`io::ErrorKind::Unsupported`] error.
+//!
+//! [`host_has_pkeys`] says whether the host gives processes protection keys,
+//! which changes the kernel's answers for execute-only mappings; the vmspace
+//! backend copies it into its `Config` so both backends agree.
 
 use std::io;
 
@@ -72,4 +76,50 @@ pub fn run_many_on_host(scripts: &[Vec<Op>]) -> io::Result<Vec<Vec<String>>> {
                 .map_err(|error| io::Error::new(error.kind(), format!("script {index}: {error}")))
         })
         .collect()
+}
+
+/// Whether this host's kernel and CPU give a process memory protection keys
+/// (`pkey_alloc(0, 0)` succeeds; the key is freed again at once). Linux then
+/// gives an execute-only mapping (`PROT_EXEC` alone) its execute-only key,
+/// which keeps it from merging with its neighbours: `vmspace replay` sets
+/// `vmspace::Config::exec_only_pkey` from this so its output matches the
+/// host's. Asked of the kernel once per process.
+pub fn host_has_pkeys() -> bool {
+    static HAS_PKEYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS_PKEYS.get_or_init(probe_pkeys)
+}
+
+#[cfg(target_os = "linux")]
+fn probe_pkeys() -> bool {
+    // SAFETY: pkey_alloc takes two integers and touches no memory of ours;
+    // flags 0 and access rights 0 ask for a key with no restriction.
+    let key = unsafe { libc::syscall(libc::SYS_pkey_alloc, 0, 0) };
+    if key < 0 {
+        return false;
+    }
+    // SAFETY: `key` is the key just allocated, and nothing uses it.
+    unsafe { libc::syscall(libc::SYS_pkey_free, key) };
+    true
+}
+
+#[cfg(not(target_os = "linux"))]
+fn probe_pkeys() -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    /// The probe agrees with what the kernel tells `/proc/cpuinfo`: on
+    /// x86-64, `ospke` (protection keys enabled by the OS).
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    #[test]
+    fn pkeys_probe_matches_cpuinfo() {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("read /proc/cpuinfo");
+        let ospke = cpuinfo
+            .lines()
+            .filter(|line| line.starts_with("flags"))
+            .any(|line| line.split_whitespace().any(|flag| flag == "ospke"));
+        assert_eq!(super::host_has_pkeys(), ospke);
+        assert_eq!(super::host_has_pkeys(), ospke, "asked twice");
+    }
 }

@@ -2,19 +2,23 @@
 //! host kernel or on the vmspace library, and prints their result lines.
 //!
 //! Exit status: 0 when every script ran to its end (whatever its results),
-//! 1 when a file cannot be read or a run fails, 2 when a script is malformed.
-//! Every file is read and checked before anything runs, so a malformed or
-//! unreadable file prints nothing on stdout.
+//! 1 when a file cannot be read or a run fails, 2 for bad usage: a malformed
+//! script (a line over 4 KiB and a script over 64 MiB included) or an
+//! unknown `VMSPACE_STRATEGY`. Every file is read and checked before
+//! anything runs, so a malformed or unreadable file prints nothing on stdout.
+//! A file is read one bounded line at a time, so an endless one (such as
+//! `/dev/zero`) is refused after its first 4 KiB.
 
-use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use vmspace::Strategy;
 use vmspace_cli::backend::Runner;
 use vmspace_cli::host;
-use vmspace_cli::script::{self, Op};
+use vmspace_cli::script::{self, Op, ReadError};
 
 /// Arguments of `vmspace replay`.
 #[derive(Debug, clap::Args)]
@@ -36,16 +40,28 @@ struct Script {
 
 /// Runs the subcommand.
 pub fn main(args: Args) -> ExitCode {
+    let strategy = match strategy_from_env() {
+        Ok(strategy) => strategy,
+        Err(error) => {
+            eprintln!("vmspace replay: VMSPACE_STRATEGY: {error}");
+            return ExitCode::from(crate::exit::USAGE);
+        }
+    };
     let scripts = match load_all(&args.files) {
         Ok(scripts) => scripts,
         Err(status) => return status,
     };
     let headers = scripts.len() > 1;
-    match replay_all(&scripts, args.host, headers) {
+    let backend = if args.host {
+        Backend::Host
+    } else {
+        Backend::Library(strategy)
+    };
+    match replay_all(&scripts, backend, headers) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("vmspace replay: {error:#}");
-            ExitCode::from(1)
+            ExitCode::from(crate::exit::FAILED)
         }
     }
 }
@@ -56,38 +72,49 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<Script>, ExitCode> {
     let mut scripts = Vec::new();
     let (mut unreadable, mut malformed) = (false, false);
     for path in paths {
-        let text = match std::fs::read(path) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(error) => {
-                eprintln!("vmspace replay: cannot read {}: {error}", path.display());
-                unreadable = true;
-                continue;
-            }
-        };
-        match script::parse(&text) {
+        match load(path) {
             Ok(ops) => scripts.push(Script {
                 path: path.clone(),
                 ops,
             }),
-            Err(error) => {
+            Err(ReadError::Io(error)) => {
+                eprintln!("vmspace replay: cannot read {}: {error}", path.display());
+                unreadable = true;
+            }
+            Err(ReadError::Malformed(error)) => {
                 eprintln!("{}:{error}", path.display());
                 malformed = true;
             }
         }
     }
     match (unreadable, malformed) {
-        (true, _) => Err(ExitCode::from(1)),
-        (false, true) => Err(ExitCode::from(2)),
+        (true, _) => Err(ExitCode::from(crate::exit::FAILED)),
+        (false, true) => Err(ExitCode::from(crate::exit::USAGE)),
         (false, false) => Ok(scripts),
     }
 }
 
+/// Reads and parses one file, a bounded line at a time.
+fn load(path: &Path) -> Result<Vec<Op>, ReadError> {
+    let file = File::open(path).map_err(ReadError::Io)?;
+    script::read(BufReader::new(file))
+}
+
+/// Where the scripts run.
+#[derive(Clone, Copy)]
+enum Backend {
+    /// On the host kernel, each script in a fresh forked child.
+    Host,
+    /// On the vmspace library, with this fault strategy.
+    Library(Strategy),
+}
+
 /// Runs each script and prints its lines, after `== FILE` when `headers`.
-fn replay_all(scripts: &[Script], on_host: bool, headers: bool) -> anyhow::Result<()> {
+fn replay_all(scripts: &[Script], backend: Backend, headers: bool) -> anyhow::Result<()> {
     let mut out = BufWriter::new(io::stdout().lock());
     let mut runner = None;
     for script in scripts {
-        let lines = run_script(&script.ops, on_host, &mut runner)
+        let lines = run_script(&script.ops, backend, &mut runner)
             .with_context(|| format!("{}", script.path.display()))?;
         if headers {
             writeln!(out, "== {}", script.path.display())?;
@@ -100,26 +127,31 @@ fn replay_all(scripts: &[Script], on_host: bool, headers: bool) -> anyhow::Resul
     Ok(())
 }
 
-/// Runs one script on the chosen backend.
+/// Runs one script on `backend`; the library's runner (one frame arena for
+/// every script) is made on first use.
 fn run_script(
     ops: &[Op],
-    on_host: bool,
+    backend: Backend,
     runner: &mut Option<Runner>,
 ) -> anyhow::Result<Vec<String>> {
-    if on_host {
+    let strategy = match backend {
         // The vmspace binary is single-threaded, as run_on_host requires.
-        return Ok(host::run_on_host(ops)?);
-    }
+        Backend::Host => return Ok(host::run_on_host(ops)?),
+        Backend::Library(strategy) => strategy,
+    };
     if runner.is_none() {
-        *runner = Some(Runner::new(strategy_from_env()?)?);
+        *runner = Some(Runner::new(strategy)?);
     }
     Ok(runner.as_ref().expect("set above").run(ops))
 }
 
 /// The fault strategy for replays: `VMSPACE_STRATEGY`, default per-vma.
-fn strategy_from_env() -> anyhow::Result<Strategy> {
-    match std::env::var("VMSPACE_STRATEGY") {
-        Ok(s) => s.parse().map_err(anyhow::Error::msg),
-        Err(_) => Ok(Strategy::PerVma),
+fn strategy_from_env() -> Result<Strategy, String> {
+    match std::env::var_os("VMSPACE_STRATEGY") {
+        Some(s) => s
+            .to_str()
+            .ok_or_else(|| format!("{s:?} is not UTF-8"))?
+            .parse(),
+        None => Ok(Strategy::PerVma),
     }
 }

@@ -1,12 +1,17 @@
 //! vmscript: the operation types, the parser, the result lines and the
-//! backend-independent runner (see `/work/shared/vmscript.md` for the language).
+//! backend-independent runner (see `docs/vmscript.md` for the language).
 //!
 //! This module owns everything about the *text* of vmscript: what a
-//! well-formed line is, how an [`Op`] prints back as script text, and how an
-//! [`Outcome`] prints as a result line. Backends (the host kernel, the vmspace
-//! library) only implement [`Backend::exec`].
+//! well-formed line is, how much input a script may be ([`MAX_LINE_BYTES`],
+//! [`MAX_SCRIPT_BYTES`]), how an [`Op`] prints back as script text, and how
+//! an [`Outcome`] prints as a result line. Backends (the host kernel, the
+//! vmspace library) only implement [`Backend::exec`].
+//!
+//! Error messages quote at most [`QUOTE_CHARS`] characters of the input, so
+//! a huge bad word never floods the terminal.
 
 use std::fmt;
+use std::io::{self, BufRead, Read};
 
 /// The size of a page in bytes.
 pub const PAGE: u64 = 4096;
@@ -19,6 +24,14 @@ pub const FILE_COUNT: u8 = 8;
 /// The largest well-formed `PGOFF`: the byte offset `PGOFF * PAGE` must fit
 /// in an `off_t` (`i64`) so it can be handed to `mmap` unchanged.
 pub const MAX_PGOFF: u64 = i64::MAX as u64 / PAGE;
+
+/// The longest line a script may have: bytes before its `\n` (a `\r` of a
+/// `\r\n` ending counts). A longer line is malformed.
+pub const MAX_LINE_BYTES: usize = 4096;
+/// The longest script, in bytes. A longer one is malformed.
+pub const MAX_SCRIPT_BYTES: u64 = 64 << 20;
+/// The most characters of the input an error message quotes.
+pub const QUOTE_CHARS: usize = 80;
 
 /// An errno value, as Linux numbers it.
 pub type Errno = i32;
@@ -238,25 +251,90 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+/// Why a script could not be loaded: its input failed, or it is malformed.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Reading the input failed.
+    Io(io::Error),
+    /// The script is malformed (this includes a line or a script over the
+    /// size limits).
+    Malformed(ParseError),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Io(error) => error.fmt(f),
+            ReadError::Malformed(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
 /// Parses a whole script, checking every line before returning.
 ///
 /// Lines end with `\n` (a `\r\n` ending is accepted too). A line whose first
-/// word starts with `#`, or that has no words, is skipped. Never panics.
+/// word starts with `#`, or that has no words, is skipped. A line over
+/// [`MAX_LINE_BYTES`] or a script over [`MAX_SCRIPT_BYTES`] is malformed.
+/// Never panics.
 pub fn parse(text: &str) -> Result<Vec<Op>, ParseError> {
+    match read(text.as_bytes()) {
+        Ok(ops) => Ok(ops),
+        Err(ReadError::Malformed(error)) => Err(error),
+        Err(ReadError::Io(error)) => unreachable!("reading a byte slice failed: {error}"),
+    }
+}
+
+/// Reads and parses a script from `input`, as [`parse`] does, holding at
+/// most one line of [`MAX_LINE_BYTES`] in memory: an endless line (such as
+/// `/dev/zero`) is refused as soon as it passes the limit, and reading stops
+/// at the first malformed line.
+pub fn read(mut input: impl BufRead) -> Result<Vec<Op>, ReadError> {
+    let malformed = |line, message| ReadError::Malformed(ParseError { line, message });
     let mut ops = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        match parse_line(line) {
+    let mut bytes = Vec::new();
+    let (mut line, mut total) = (0, 0u64);
+    loop {
+        bytes.clear();
+        let n = input
+            .by_ref()
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut bytes)
+            .map_err(ReadError::Io)?;
+        if n == 0 {
+            return Ok(ops);
+        }
+        line += 1;
+        total += n as u64;
+        if total > MAX_SCRIPT_BYTES {
+            let message = format!("the script is longer than {MAX_SCRIPT_BYTES} bytes");
+            return Err(malformed(line, message));
+        }
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+        } else if n > MAX_LINE_BYTES {
+            let message = format!("the line is longer than {MAX_LINE_BYTES} bytes");
+            return Err(malformed(line, message));
+        }
+        match parse_line(&String::from_utf8_lossy(&bytes)) {
             Ok(Some(op)) => ops.push(op),
             Ok(None) => {}
-            Err(message) => {
-                return Err(ParseError {
-                    line: index + 1,
-                    message,
-                })
-            }
+            Err(message) => return Err(malformed(line, message)),
         }
     }
-    Ok(ops)
+}
+
+/// `word` between backquotes for an error message, cut to [`QUOTE_CHARS`]
+/// characters (then followed by `...` and its length in bytes).
+fn quote(word: &str) -> String {
+    match word.char_indices().nth(QUOTE_CHARS) {
+        None => format!("`{word}`"),
+        Some((cut, _)) => format!("`{}...` ({} bytes)", &word[..cut], word.len()),
+    }
 }
 
 /// Parses one line: `Ok(None)` for a blank or comment line.
@@ -283,7 +361,7 @@ fn parse_line(line: &str) -> Result<Option<Op>, String> {
             let [] = arity::<0>(args, "maps")?;
             Op::Maps
         }
-        _ => return Err(format!("unknown operation `{name}`")),
+        _ => return Err(format!("unknown operation {}", quote(name))),
     };
     Ok(Some(op))
 }
@@ -344,7 +422,7 @@ fn parse_madvise(args: &[&str]) -> Result<Op, String> {
     let [page, npages, advice] = arity(args, "madvise PAGE NPAGES dontneed")?;
     let (page, npages) = page_range(page, npages)?;
     if advice != "dontneed" {
-        return Err(format!("advice `{advice}` is not `dontneed`"));
+        return Err(format!("advice {} is not `dontneed`", quote(advice)));
     }
     Ok(Op::MadviseDontneed { page, npages })
 }
@@ -379,10 +457,10 @@ fn arity<'a, const N: usize>(args: &[&'a str], usage: &str) -> Result<[&'a str; 
 /// A decimal number made of ASCII digits only, that fits in a `u64`.
 fn number(what: &str, word: &str) -> Result<u64, String> {
     if !word.bytes().all(|byte| byte.is_ascii_digit()) {
-        return Err(format!("{what} `{word}` is not a decimal number"));
+        return Err(format!("{what} {} is not a decimal number", quote(word)));
     }
     word.parse()
-        .map_err(|_| format!("{what} {word} is too large"))
+        .map_err(|_| format!("{what} {} is too large", quote(word)))
 }
 
 /// `PAGE NPAGES`, checked to stay inside the window.
@@ -412,7 +490,12 @@ fn single_page(word: &str) -> Result<u64, String> {
 
 /// `PROT`: exactly `r` or `-`, then `w` or `-`, then `x` or `-`.
 fn parse_prot(word: &str) -> Result<Prot, String> {
-    let bad = || format!("PROT `{word}` is not three characters `r|-` `w|-` `x|-`");
+    let bad = || {
+        format!(
+            "PROT {} is not three characters `r|-` `w|-` `x|-`",
+            quote(word)
+        )
+    };
     let [r, w, x] = <[u8; 3]>::try_from(word.as_bytes()).map_err(|_| bad())?;
     let flag = |byte: u8, letter: u8| match byte {
         b'-' => Ok(false),
@@ -431,7 +514,12 @@ fn parse_backing(word: &str) -> Result<Backing, String> {
     if word == "anon" {
         return Ok(Backing::Anon);
     }
-    let bad = || format!("BACKING `{word}` is neither `anon` nor `file:ID:PGOFF`");
+    let bad = || {
+        format!(
+            "BACKING {} is neither `anon` nor `file:ID:PGOFF`",
+            quote(word)
+        )
+    };
     let rest = word.strip_prefix("file:").ok_or_else(bad)?;
     let (id, pgoff) = rest.split_once(':').ok_or_else(bad)?;
     let id = number("file ID", id)?;
@@ -452,7 +540,8 @@ fn parse_sharing(word: &str) -> Result<Sharing, String> {
         "private" => Ok(Sharing::Private),
         "shared" => Ok(Sharing::Shared),
         _ => Err(format!(
-            "SHARING `{word}` is neither `private` nor `shared`"
+            "SHARING {} is neither `private` nor `shared`",
+            quote(word)
         )),
     }
 }
@@ -507,6 +596,9 @@ pub enum Outcome {
     Segv,
     /// `SIGBUS`: the access touched a file page past the end of the file.
     Sigbus,
+    /// `OOM`: no frame was left for the page the access needed (where Linux
+    /// would reclaim memory or invoke the OOM killer). Never a `SEGV`.
+    Oom,
     /// `maps ...`: the mappings inside the window, in address order.
     Maps(Vec<MapEntry>),
 }
@@ -519,7 +611,23 @@ impl fmt::Display for Outcome {
             Outcome::Value(value) => write!(f, "= {value}"),
             Outcome::Segv => f.write_str("SEGV"),
             Outcome::Sigbus => f.write_str("SIGBUS"),
+            Outcome::Oom => f.write_str("OOM"),
             Outcome::Maps(entries) => f.write_str(&format_maps(entries)),
+        }
+    }
+}
+
+impl Outcome {
+    /// The result line of a `read` or `write` that the vmspace library could
+    /// not resolve, by the fault's cause: `SIGBUS` past the end of a file or
+    /// on a failed read of the backing store, `OOM` when no frame was left,
+    /// `SEGV` otherwise.
+    pub fn of_fault(cause: vmspace::FaultCause) -> Outcome {
+        use vmspace::FaultCause;
+        match cause {
+            FaultCause::NoMapping | FaultCause::Protection => Outcome::Segv,
+            FaultCause::PastEnd | FaultCause::Io => Outcome::Sigbus,
+            FaultCause::OutOfMemory => Outcome::Oom,
         }
     }
 }
@@ -942,7 +1050,102 @@ maps";
         assert_eq!(Outcome::Value(7).to_string(), "= 7");
         assert_eq!(Outcome::Segv.to_string(), "SEGV");
         assert_eq!(Outcome::Sigbus.to_string(), "SIGBUS");
+        assert_eq!(Outcome::Oom.to_string(), "OOM");
         assert_eq!(Outcome::Maps(vec![]).to_string(), "maps");
+    }
+
+    /// Running out of frames is its own result, never a protection fault;
+    /// the other causes print as Linux's signals do.
+    #[test]
+    fn fault_causes_print_as_their_result_lines() {
+        use vmspace::FaultCause;
+        for (cause, line) in [
+            (FaultCause::NoMapping, "SEGV"),
+            (FaultCause::Protection, "SEGV"),
+            (FaultCause::PastEnd, "SIGBUS"),
+            (FaultCause::Io, "SIGBUS"),
+            (FaultCause::OutOfMemory, "OOM"),
+        ] {
+            assert_eq!(Outcome::of_fault(cause).to_string(), line, "{cause:?}");
+        }
+    }
+
+    /// A line is at most `MAX_LINE_BYTES` before its newline; reading stops
+    /// at the first line over it, even one that never ends.
+    #[test]
+    fn lines_over_the_limit_are_malformed() {
+        let pad = |n: usize| format!("read 1{}", " ".repeat(n - 6));
+        assert_eq!(parse(&pad(MAX_LINE_BYTES)).unwrap().len(), 1);
+        assert_eq!(parse(&(pad(MAX_LINE_BYTES) + "\n")).unwrap().len(), 1);
+        let (line, message) = parse_err(&format!("maps\n{}\nmaps\n", pad(MAX_LINE_BYTES + 1)));
+        assert_eq!(line, 2);
+        assert!(message.contains("4096"), "{message}");
+        // The `\r` of a `\r\n` ending counts.
+        assert_eq!(parse_err(&(pad(MAX_LINE_BYTES) + "\r\n")).0, 1);
+
+        /// An endless line: reading it would never stop.
+        struct Endless(usize);
+        impl io::Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                buf.fill(b'x');
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+        }
+        let mut endless = Endless(0);
+        let error = read(io::BufReader::new(&mut endless)).unwrap_err();
+        assert!(matches!(
+            error,
+            ReadError::Malformed(ParseError { line: 1, .. })
+        ));
+        assert!(
+            endless.0 <= 2 * MAX_LINE_BYTES + 8192,
+            "read {} bytes",
+            endless.0
+        );
+    }
+
+    #[test]
+    fn scripts_over_the_limit_are_malformed() {
+        let line = format!("#{}\n", "x".repeat(MAX_LINE_BYTES - 2));
+        let lines = MAX_SCRIPT_BYTES as usize / line.len();
+        let text = line.repeat(lines);
+        assert_eq!(text.len() as u64, MAX_SCRIPT_BYTES);
+        assert_eq!(parse(&(text.clone() + "maps")).unwrap_err().line, lines + 1);
+        assert_eq!(parse(&text).unwrap(), vec![]);
+        let text = text + "maps\n";
+        let (line, message) = parse_err(&text);
+        assert_eq!(line, lines + 1);
+        assert!(message.contains("longer than"), "{message}");
+    }
+
+    #[test]
+    fn error_messages_quote_a_long_word_in_80_characters() {
+        let word = "é".repeat(1000);
+        for text in [
+            format!("{word} 1"),
+            format!("read {word}"),
+            format!("read 1{}", "9".repeat(1000)),
+            format!("mprotect 0 1 {word}"),
+            format!("mmap 0 1 rw- {word} private"),
+            format!("mmap 0 1 rw- anon {word}"),
+            format!("madvise 0 1 {word}"),
+        ] {
+            let (_, message) = parse_err(&text);
+            let longest = message
+                .split('`')
+                .map(|part| part.chars().count())
+                .max()
+                .unwrap_or(0);
+            assert!(longest <= QUOTE_CHARS + 3, "{message}");
+            assert!(message.chars().count() < 200, "{message}");
+        }
+        assert_eq!(quote("short"), "`short`");
+        assert_eq!(quote(&"a".repeat(80)), format!("`{}`", "a".repeat(80)));
+        assert_eq!(
+            quote(&"a".repeat(81)),
+            format!("`{}...` (81 bytes)", "a".repeat(80))
+        );
     }
 
     #[test]

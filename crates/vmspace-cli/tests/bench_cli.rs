@@ -47,6 +47,19 @@ fn tiny_bench_writes_sound_json() {
     for key in ["commit", "kernel", "cpu", "cores", "date"] {
         assert!(!doc["meta"][key].is_null(), "meta.{key} missing");
     }
+    // The trust verdict: `trustworthy` is false exactly when there are
+    // warnings, and each warning is printed in the output's WARNING block.
+    let warnings = doc["warnings"].as_array().expect("warnings");
+    assert_eq!(doc["trustworthy"].as_bool(), Some(warnings.is_empty()));
+    assert_eq!(stdout.contains("NOT TRUSTWORTHY"), !warnings.is_empty());
+    for w in warnings {
+        for key in [
+            "workload", "strategy", "threads", "check", "value", "message",
+        ] {
+            assert!(!w[key].is_null(), "warning without {key}: {w}");
+        }
+        assert!(stdout.contains(w["message"].as_str().unwrap()), "{w}");
+    }
     let results = doc["results"].as_array().unwrap();
     let find = |w: &str, s: &str| {
         results

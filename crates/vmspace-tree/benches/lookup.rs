@@ -14,6 +14,9 @@
 //! * `vmspace-tree-guard64`: the `from_sorted` tree read with one pin per 64
 //!   lookups (the pin amortized over a batch; not the per-lookup cost).
 //!
+//! The first three and the `store`-built tree are the shared contenders of
+//! `vmspace_tree::contenders` (also measured by `vmspace bench lookup`).
+//!
 //! Ranges are `[16 i, 16 i + 8)`; lookups hit random addresses (half of them in
 //! gaps). Times are per lookup per thread, with 1 and 2 threads each doing the
 //! same number of lookups at once.
@@ -21,78 +24,40 @@
 //! Run: `cargo bench -p vmspace-tree --bench lookup`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use crossbeam_skiplist::SkipMap;
-use parking_lot::RwLock;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vmspace_tree::contenders::{Contender, Lookup, Tree, ADDRS};
 use vmspace_tree::{pin, RangeTree};
 
 const SIZES: [u64; 3] = [1_000, 100_000, 1_000_000];
 
-trait Lookup: Send + Sync + 'static {
-    fn lookup(&self, addr: u64) -> Option<u64>;
+/// How the measured threads read a structure.
+enum Reader {
+    /// One [`Lookup::lookup`] per address ([`Lookup::run`]).
+    Each(Box<dyn Lookup>),
+    /// The tree read under one guard per 64 lookups: the pin amortized over a
+    /// batch (what a caller doing several lookups in one read-side section
+    /// pays).
+    Guard64(Box<RangeTree<u64>>),
+}
 
+impl Reader {
     /// `iters` lookups of the addresses in turn.
-    fn run(&self, addrs: &[u64; 4096], iters: u64) {
-        for i in 0..iters {
-            black_box(self.lookup(addrs[i as usize & 4095]));
-        }
-    }
-}
-
-struct Plain(BTreeMap<u64, (u64, u64)>);
-impl Lookup for Plain {
-    fn lookup(&self, addr: u64) -> Option<u64> {
-        let (_, &(end, v)) = self.0.range(..=addr).next_back()?;
-        (addr < end).then_some(v)
-    }
-}
-
-struct Locked(RwLock<BTreeMap<u64, (u64, u64)>>);
-impl Lookup for Locked {
-    fn lookup(&self, addr: u64) -> Option<u64> {
-        let map = self.0.read();
-        let (_, &(end, v)) = map.range(..=addr).next_back()?;
-        (addr < end).then_some(v)
-    }
-}
-
-struct Skip(SkipMap<u64, (u64, u64)>);
-impl Lookup for Skip {
-    fn lookup(&self, addr: u64) -> Option<u64> {
-        let e = self.0.upper_bound(std::ops::Bound::Included(&addr))?;
-        let (end, v) = *e.value();
-        (addr < end).then_some(v)
-    }
-}
-
-struct Tree(RangeTree<u64>);
-impl Lookup for Tree {
-    fn lookup(&self, addr: u64) -> Option<u64> {
-        let g = pin();
-        self.0.find(addr, &g).map(|e| *e.value)
-    }
-}
-
-/// The tree read under one guard per 64 lookups: the pin amortized over a
-/// batch (what a caller doing several lookups in one read-side section pays).
-struct TreeBatch(RangeTree<u64>);
-impl Lookup for TreeBatch {
-    fn lookup(&self, addr: u64) -> Option<u64> {
-        let g = pin();
-        self.0.find(addr, &g).map(|e| *e.value)
-    }
-
-    fn run(&self, addrs: &[u64; 4096], iters: u64) {
-        let mut i = 0;
-        while i < iters {
-            let g = pin();
-            for _ in 0..64.min(iters - i) {
-                black_box(self.0.find(addrs[i as usize & 4095], &g).map(|e| *e.value));
-                i += 1;
+    fn run(&self, addrs: &[u64; ADDRS], iters: u64) {
+        match self {
+            Reader::Each(map) => map.run(addrs, iters),
+            Reader::Guard64(tree) => {
+                let mut i = 0;
+                while i < iters {
+                    let g = pin();
+                    for _ in 0..64.min(iters - i) {
+                        black_box(tree.find(addrs[i as usize & 4095], &g).map(|e| *e.value));
+                        i += 1;
+                    }
+                }
             }
         }
     }
@@ -102,36 +67,20 @@ fn ranges(n: u64) -> impl Iterator<Item = (u64, u64, u64)> {
     (0..n).map(|i| (16 * i, 16 * i + 8, i))
 }
 
-fn build(kind: &str, n: u64) -> Arc<dyn Lookup> {
-    match kind {
-        "btreemap" => Arc::new(Plain(ranges(n).map(|(s, e, v)| (s, (e, v))).collect())),
-        "rwlock-btreemap" => Arc::new(Locked(RwLock::new(
-            ranges(n).map(|(s, e, v)| (s, (e, v))).collect(),
-        ))),
-        "skiplist" => {
-            let m = SkipMap::new();
-            for (s, e, v) in ranges(n) {
-                m.insert(s, (e, v));
-            }
-            Arc::new(Skip(m))
-        }
-        "vmspace-tree" => {
-            let (t, _w) = RangeTree::from_sorted(ranges(n)).unwrap();
-            Arc::new(Tree(t))
-        }
-        "vmspace-tree-guard64" => {
-            let (t, _w) = RangeTree::from_sorted(ranges(n)).unwrap();
-            Arc::new(TreeBatch(t))
-        }
+fn build(kind: &str, n: u64) -> Arc<Reader> {
+    let sorted = || RangeTree::from_sorted(ranges(n)).unwrap().0;
+    Arc::new(match kind {
+        "btreemap" => Reader::Each(Contender::BTreeMap.build(ranges(n))),
+        "rwlock-btreemap" => Reader::Each(Contender::RwLockBTreeMap.build(ranges(n))),
+        "skiplist" => Reader::Each(Contender::SkipList.build(ranges(n))),
+        "vmspace-tree" => Reader::Each(Box::new(Tree(sorted()))),
+        "vmspace-tree-guard64" => Reader::Guard64(Box::new(sorted())),
         _ => {
-            let (t, mut w) = RangeTree::new();
-            for (s, e, v) in ranges(n) {
-                t.store(&mut w, s, e, v).unwrap();
-            }
+            let map = Contender::Tree.build(ranges(n));
             drain_garbage();
-            Arc::new(Tree(t))
+            Reader::Each(map)
         }
-    }
+    })
 }
 
 /// Lets the epoch collector free what building the tree retired, so that the
@@ -144,7 +93,7 @@ fn drain_garbage() {
 
 /// Wall time for each of `threads` threads to do `iters` lookups at once,
 /// divided by `iters`: the per-call time a thread sees.
-fn timed(map: &Arc<dyn Lookup>, n: u64, threads: usize, iters: u64) -> Duration {
+fn timed(map: &Arc<Reader>, n: u64, threads: usize, iters: u64) -> Duration {
     let barrier = Arc::new(std::sync::Barrier::new(threads));
     let handles: Vec<_> = (0..threads)
         .map(|t| {

@@ -5,9 +5,10 @@
 //! comes and goes hits both sides of a ratio alike).
 //!
 //! Rows:
-//! * `btreemap`: `BTreeMap<u64, (u64, u64)>` (built by `collect`), no lock;
-//! * `tree`: `RangeTree::find` with one epoch pin per lookup, tree built by
-//!   `from_sorted`;
+//! * `btreemap`: `BTreeMap<u64, (u64, u64)>` (built by `collect`), no lock
+//!   (`contenders::Plain`);
+//! * `tree`: `RangeTree::find` with one epoch pin per lookup
+//!   (`contenders::Tree`), tree built by `from_sorted`;
 //! * `tree-stores`: the same on a tree built by one `store` per range;
 //! * `tree-guard64`: `find` on the `from_sorted` tree reusing one guard for 64
 //!   lookups (a pin amortized over a batch, not the per-lookup cost);
@@ -26,6 +27,7 @@ use rand::{rngs::SmallRng, Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
+use vmspace_tree::contenders::{Lookup, Plain, Tree};
 use vmspace_tree::{pin, RangeTree};
 
 const ROUNDS: usize = 21;
@@ -100,16 +102,17 @@ fn report(title: &str, names: &[&str], mut per: Vec<Vec<f64>>) {
 }
 
 fn lookups(n: u64) {
-    let map: BTreeMap<u64, (u64, u64)> = ranges(n).map(|(s, e, v)| (s, (e, v))).collect();
-    let (packed, _w) = RangeTree::from_sorted(ranges(n)).unwrap();
+    let map = Plain(ranges(n).map(|(s, e, v)| (s, (e, v))).collect());
+    let packed = Tree(RangeTree::from_sorted(ranges(n)).unwrap().0);
     let (stored, mut w) = RangeTree::new();
     for (s, e, v) in ranges(n) {
         stored.store(&mut w, s, e, v).unwrap();
     }
+    let stored = Tree(stored);
     for _ in 0..10_000 {
         pin().flush();
     }
-    for (name, t) in [("from_sorted", &packed), ("stores", &stored)] {
+    for (name, Tree(t)) in [("from_sorted", &packed), ("stores", &stored)] {
         let st = t.stats();
         println!(
             "memory {n} ranges ({name}): {} nodes, {} node bytes, {:.1} bytes/range (values not counted)",
@@ -128,25 +131,19 @@ fn lookups(n: u64) {
             let k = (k + round) % 4;
             let ns = match k {
                 0 => time(ops, |i| {
-                    let x = a(i);
-                    let r = map
-                        .range(..=x)
-                        .next_back()
-                        .and_then(|(_, &(end, v))| (x < end).then_some(v));
-                    black_box(r);
+                    black_box(map.lookup(a(i)));
                 }),
                 1 | 2 => {
                     let t = if k == 1 { &packed } else { &stored };
                     time(ops, |i| {
-                        let g = pin();
-                        black_box(t.find(a(i), &g).map(|e| *e.value));
+                        black_box(t.lookup(a(i)));
                     })
                 }
                 _ => {
                     time(ops / 64, |i| {
                         let g = pin();
                         for j in 0..64 {
-                            black_box(packed.find(a(i * 64 + j), &g).map(|e| *e.value));
+                            black_box(packed.0.find(a(i * 64 + j), &g).map(|e| *e.value));
                         }
                     }) / 64.0
                 }

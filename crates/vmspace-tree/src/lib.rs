@@ -54,6 +54,9 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "contenders")]
+#[doc(hidden)]
+pub mod contenders;
 mod node;
 mod pool;
 mod read;

@@ -1,6 +1,7 @@
 //! The `lookup` workload: VMA lookups alone, at random addresses, in maps of
-//! `n` VMAs `[2 i, 2 i + 1)` pages (so half the lookups land in gaps), in
-//! four structures:
+//! `n` VMAs `[2 i, 2 i + 1)` pages (so half the lookups land in gaps), in the
+//! four structures of `vmspace_tree::contenders` (defined there once, for
+//! the tree's own benchmarks too):
 //!
 //! * `vmspace`: the lock-free range tree, one epoch pin per lookup (what a
 //!   lockless fault does);
@@ -10,57 +11,21 @@
 //!   writes the lock word);
 //! * `skiplist`: `crossbeam_skiplist::SkipMap`.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use crossbeam_skiplist::SkipMap;
-use parking_lot::RwLock;
 use vmspace::PAGE_SIZE;
-use vmspace_tree::{pin, RangeTree};
+use vmspace_tree::contenders::{Contender, Lookup};
 
-/// The structures, in the order results show them.
-pub const STRUCTURES: [&str; 4] = ["vmspace", "btreemap", "rwlock-btreemap", "skiplist"];
-
-trait Lookup: Sync {
-    fn lookup(&self, addr: u64) -> Option<u64>;
-}
-
-struct Plain(BTreeMap<u64, (u64, u64)>);
-impl Lookup for Plain {
-    fn lookup(&self, addr: u64) -> Option<u64> {
-        let (_, &(end, v)) = self.0.range(..=addr).next_back()?;
-        (addr < end).then_some(v)
-    }
-}
-
-struct Locked(RwLock<BTreeMap<u64, (u64, u64)>>);
-impl Lookup for Locked {
-    fn lookup(&self, addr: u64) -> Option<u64> {
-        let map = self.0.read();
-        let (_, &(end, v)) = map.range(..=addr).next_back()?;
-        (addr < end).then_some(v)
-    }
-}
-
-struct Skip(SkipMap<u64, (u64, u64)>);
-impl Lookup for Skip {
-    fn lookup(&self, addr: u64) -> Option<u64> {
-        let e = self.0.upper_bound(std::ops::Bound::Included(&addr))?;
-        let (end, v) = *e.value();
-        (addr < end).then_some(v)
-    }
-}
-
-struct Tree(RangeTree<u64>);
-impl Lookup for Tree {
-    fn lookup(&self, addr: u64) -> Option<u64> {
-        let g = pin();
-        self.0.find(addr, &g).map(|e| *e.value)
-    }
-}
+/// The structures, in the order results show them, with their names.
+pub const STRUCTURES: [(&str, Contender); 4] = [
+    ("vmspace", Contender::Tree),
+    ("btreemap", Contender::BTreeMap),
+    ("rwlock-btreemap", Contender::RwLockBTreeMap),
+    ("skiplist", Contender::SkipList),
+];
 
 const BASE: u64 = 0x1000_0000;
 
@@ -73,33 +38,16 @@ fn ranges(n: u64) -> impl Iterator<Item = (u64, u64, u64)> {
 
 /// One structure with `n` VMAs, built once and measured several times.
 pub struct Built {
-    map: Box<dyn Lookup + Send>,
+    map: Box<dyn Lookup>,
     n: u64,
 }
 
-/// Builds structure `kind` with `n` VMAs.
-pub fn build(kind: &str, n: u64) -> Built {
-    let map: Box<dyn Lookup + Send> = match kind {
-        "btreemap" => Box::new(Plain(ranges(n).map(|(s, e, v)| (s, (e, v))).collect())),
-        "rwlock-btreemap" => Box::new(Locked(RwLock::new(
-            ranges(n).map(|(s, e, v)| (s, (e, v))).collect(),
-        ))),
-        "skiplist" => {
-            let m = SkipMap::new();
-            for (s, e, v) in ranges(n) {
-                m.insert(s, (e, v));
-            }
-            Box::new(Skip(m))
-        }
-        _ => {
-            let (t, mut w) = RangeTree::new();
-            for (s, e, v) in ranges(n) {
-                t.store(&mut w, s, e, v).expect("range tree store");
-            }
-            Box::new(Tree(t))
-        }
-    };
-    Built { map, n }
+/// Builds `contender` with `n` VMAs.
+pub fn build(contender: Contender, n: u64) -> Built {
+    Built {
+        map: contender.build(ranges(n)),
+        n,
+    }
 }
 
 #[repr(align(128))]

@@ -1,10 +1,12 @@
-//! The table on standard output and the JSON document.
+//! The table on standard output and the JSON document (the trust warnings
+//! are `trust`'s).
 
 use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
+use super::trust::{self, Warning};
 use super::{Ratio, RatioRow, Row, Workload};
 
 /// Operations per second, short: `1.23M`.
@@ -397,10 +399,13 @@ fn ratio_row_json(r: &RatioRow) -> Value {
     })
 }
 
-/// The whole document.
-pub fn json(meta: Value, rows: &[Row], ratios: &[RatioRow]) -> Value {
+/// The whole document: `trustworthy` is false when `warnings` (the broken
+/// rules of `trust::check`) is not empty.
+pub fn json(meta: Value, rows: &[Row], ratios: &[RatioRow], warnings: &[Warning]) -> Value {
     json!({
         "meta": meta,
+        "trustworthy": warnings.is_empty(),
+        "warnings": trust::to_json(warnings),
         "results": rows.iter().map(row_json).collect::<Vec<_>>(),
         "ratios": ratios.iter().map(ratio_row_json).collect::<Vec<_>>(),
     })
