@@ -191,8 +191,7 @@ fn outcome(r: Result<u64, Errno>) -> Outcome {
 fn access<T>(r: Result<T, vmspace::Fault>, ok: impl FnOnce(T) -> Outcome) -> Outcome {
     match r {
         Ok(v) => ok(v),
-        Err(f) if f.is_bus_error() => Outcome::Sigbus,
-        Err(_) => Outcome::Segv,
+        Err(f) => Outcome::of_fault(f.cause),
     }
 }
 
@@ -202,7 +201,7 @@ impl Exec {
         // oracle these scripts are compared with.
         let config = Config {
             strategy,
-            exec_only_pkey: Config::host_has_exec_only_pkey(),
+            exec_only_pkey: crate::host::host_has_pkeys(),
             ..Config::default()
         };
         let space =

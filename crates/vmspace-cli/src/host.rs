@@ -79,32 +79,15 @@ pub fn run_many_on_host(scripts: &[Vec<Op>]) -> io::Result<Vec<Vec<String>>> {
 }
 
 /// Whether this host's kernel and CPU give a process memory protection keys
-/// (`pkey_alloc(0, 0)` succeeds; the key is freed again at once). Linux then
+/// (`vmspace::Config::host_has_exec_only_pkey`: `pkey_alloc(0, 0)`
+/// succeeds). Linux then
 /// gives an execute-only mapping (`PROT_EXEC` alone) its execute-only key,
 /// which keeps it from merging with its neighbours: `vmspace replay` sets
 /// `vmspace::Config::exec_only_pkey` from this so its output matches the
 /// host's. Asked of the kernel once per process.
 pub fn host_has_pkeys() -> bool {
     static HAS_PKEYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS_PKEYS.get_or_init(probe_pkeys)
-}
-
-#[cfg(target_os = "linux")]
-fn probe_pkeys() -> bool {
-    // SAFETY: pkey_alloc takes two integers and touches no memory of ours;
-    // flags 0 and access rights 0 ask for a key with no restriction.
-    let key = unsafe { libc::syscall(libc::SYS_pkey_alloc, 0, 0) };
-    if key < 0 {
-        return false;
-    }
-    // SAFETY: `key` is the key just allocated, and nothing uses it.
-    unsafe { libc::syscall(libc::SYS_pkey_free, key) };
-    true
-}
-
-#[cfg(not(target_os = "linux"))]
-fn probe_pkeys() -> bool {
-    false
+    *HAS_PKEYS.get_or_init(vmspace::Config::host_has_exec_only_pkey)
 }
 
 #[cfg(test)]
