@@ -6,7 +6,7 @@
 //!
 //! `threads` threads share a window of [`PAGES`] pages at [`BASE`], small on
 //! purpose so that operations collide. Each thread draws operations at random:
-//! loads and stores of the first word of a page (through its own [`Cpu`]),
+//! loads and stores of the first word of a page (through its own [`vmspace::Cpu`]),
 //! `mmap` (fixed, anonymous or file, private or shared), `munmap`, `mprotect`,
 //! `mremap` (in place, or fixed within the window), `madvise(DONTNEED)` and
 //! `msync`. Loads and stores take no lock of the checker, so they race every
