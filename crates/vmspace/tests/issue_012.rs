@@ -572,6 +572,15 @@ fn shared_anonymous_pages_go_with_their_last_mapping() {
                 cpu.write_u8(a + p * P, round).unwrap();
             }
             s.munmap(a, 32 * P).unwrap();
+            // The frames come back after a grace period (other tests'
+            // threads may hold it back for a while): wait for them. Without
+            // the fix they never came back while the object was held.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while s.frames().in_use() != 0 && std::time::Instant::now() < deadline {
+                vmspace_tree::sync::collect();
+                std::thread::yield_now();
+            }
+            assert_eq!(s.frames().in_use(), 0, "{st:?} round {round}");
         }
         // Unmapped in the middle and grown back: the content is still there.
         let a = s
