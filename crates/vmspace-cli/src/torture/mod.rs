@@ -50,6 +50,7 @@ use vmspace::{FaultStats, Strategy};
 
 mod draw;
 mod files;
+mod inject;
 mod judge;
 mod model;
 mod run;
@@ -66,8 +67,9 @@ pub const PAGES: u64 = 64;
 const DATA_PAGES: u64 = 32;
 /// Pages of the read-only file (mapped private; mappings may pass its end).
 const RO_PAGES: u64 = 24;
-/// Frames in the arena: the window, the page caches, and room to spare.
-const ARENA_FRAMES: u64 = 2048;
+/// Frames in the arena: the window, the page caches (one per open of the
+/// read-only file still mapped), and room to spare.
+const ARENA_FRAMES: u64 = 4096;
 /// The top byte of a value written by a store.
 const STORE_TAG: u64 = 0xA5 << 56;
 /// The top byte of a file's initial word.
@@ -120,6 +122,8 @@ pub struct Report {
     /// Failed accesses by cause: no mapping, protection, past the end, I/O
     /// error, out of memory.
     pub fault_causes: [u64; 5],
+    /// Injected failures that happened, by kind.
+    pub injected: Injected,
     /// Pages whose cell the model lost track of (a partly failed call); their
     /// content is not checked.
     pub unknown_pages: u64,
@@ -132,6 +136,19 @@ pub struct Report {
     pub peak_records: usize,
 }
 
+/// Injected failures that happened, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Injected {
+    /// Frame allocations made to fail, as the accesses saw them: their
+    /// out-of-memory faults (the allocator does not count its injected
+    /// failures).
+    pub alloc: u64,
+    /// Store reads made to fail.
+    pub read: u64,
+    /// Store writes made to fail.
+    pub write: u64,
+}
+
 impl Report {
     /// Whether the run found nothing wrong.
     pub fn clean(&self) -> bool {
@@ -142,7 +159,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "{}: {} ops ({} accesses, {} mapping changes), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, {} violations, {} leaked frames, {} unchecked pages",
+            "{}: {} ops ({} accesses, {} mapping changes), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages",
             self.strategy.name(),
             self.ops,
             self.accesses,
@@ -157,6 +174,9 @@ impl Report {
             self.fault_causes[2],
             self.fault_causes[3],
             self.fault_causes[4],
+            self.injected.alloc,
+            self.injected.read,
+            self.injected.write,
             self.violation_count,
             self.leaked_frames,
             self.unknown_pages,
