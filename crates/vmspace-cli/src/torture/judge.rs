@@ -7,7 +7,8 @@ use super::inject::Armed;
 use super::model::{superseded, Access, Kind, Model, StateRec};
 use super::BASE;
 
-/// Judges one epoch's accesses against the model; returns the violations.
+/// Judges one epoch's accesses against the model, with `armed` the kinds of
+/// failure injected during the epoch; returns the violations.
 pub(super) fn judge(model: &mut Model, accesses: &mut [Access], armed: Armed) -> Vec<String> {
     accesses.sort_by_key(|a| a.start);
     let mut violations = Vec::new();
