@@ -4,7 +4,8 @@
 //!
 //! Prints one summary line per strategy and a last line with the seed.
 //! Exit status: 0 when nothing was found, 1 on any violation or leak (the
-//! seed to reproduce it is printed), 2 for bad arguments.
+//! seed to reproduce it is printed), 2 for bad arguments (found by the
+//! parser, before any thread starts).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,23 +17,28 @@ use vmspace_cli::torture::{run, Options};
 /// Arguments of `vmspace torture`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Seconds for the whole run, shared equally by the strategies.
-    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
+    /// Seconds for the whole run, shared equally by the strategies (0 to
+    /// 86400).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10.0, value_parser = seconds)]
     seconds: f64,
-    /// Threads per address space.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    /// Threads per address space (1 to 256).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
     threads: u64,
-    /// Strategies, comma-separated, or `all`.
+    /// Strategies, comma-separated (mmap-lock, per-vma, speculative), or
+    /// `all`.
     #[arg(long, default_value = "all", value_parser = strategies)]
     strategy: StrategyList,
     /// Seed of every random choice (default: from the clock, printed).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     seed: Option<u64>,
-    /// Probability (0..1) that a frame allocation or a backing-store I/O fails.
-    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    /// Probability (0 to 1) that an armed kind of failure happens: frame
+    /// allocations, store reads, store writes. The kinds are armed by phases
+    /// that change at each checkpoint: all three, then each alone.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = probability)]
     inject: f64,
-    /// Milliseconds between checkpoints.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    /// Milliseconds between checkpoints (1 to 60000); an epoch that reaches
+    /// a fixed number of operations ends sooner.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     epoch_ms: u64,
     /// Debug builds only: break the protocol on purpose (`skip-revalidation`
     /// or `early-free`) to show that the checker notices.
@@ -60,14 +66,16 @@ fn probability(s: &str) -> Result<f64, String> {
 #[derive(Clone, Debug)]
 struct StrategyList(Vec<Strategy>);
 
+/// `all`, or strategy names separated by commas.
 fn strategies(s: &str) -> Result<StrategyList, String> {
     if s == "all" {
         return Ok(StrategyList(Strategy::ALL.to_vec()));
     }
     s.split(',')
         .map(|x| x.trim().parse())
-        .collect::<Result<_, _>>()
+        .collect::<Result<_, String>>()
         .map(StrategyList)
+        .map_err(|e| format!("{e}, or `all` alone"))
 }
 
 /// Runs the subcommand.

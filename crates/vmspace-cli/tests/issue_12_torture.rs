@@ -76,3 +76,17 @@ fn a_long_epoch_holds_a_bounded_number_of_records() {
         report.peak_records
     );
 }
+
+/// Each injected kind of failure happens in a short run, at a moderate rate
+/// and at rate 1, and the run stays clean: nothing lost, nothing leaked.
+#[test]
+fn every_injected_kind_of_failure_happens() {
+    for rate in [0.05, 1.0] {
+        let report = run_for(60_000, Duration::from_millis(50), rate);
+        let injected = report.injected;
+        assert!(
+            injected.alloc > 0 && injected.read > 0 && injected.write > 0,
+            "at rate {rate} a kind never failed: {injected:?}"
+        );
+    }
+}

@@ -106,14 +106,28 @@ fn a_broken_protocol_is_caught() {
     assert!(out.contains("violation:"), "{out}");
 }
 
+/// Usage errors exit with status 2 from the parser, before any thread
+/// starts: nothing on stdout, a message on stderr.
 #[test]
 fn bad_arguments_are_refused() {
     for args in [
         &["--inject", "2"][..],
+        &["--inject", "-0.1"],
+        &["--inject", "nan"],
         &["--strategy", "nonsense"],
+        &["--strategy", ""],
+        &["--strategy", "all,per-vma"],
         &["--threads", "0"],
+        &["--threads", "257"],
+        &["--threads", "100000"],
         &["--seconds", "-1"],
+        &["--seconds", "86401"],
+        &["--seconds", "inf"],
+        &["--epoch-ms", "0"],
+        &["--epoch-ms", "60001"],
+        &["--seed", "x"],
         &["--break-protocol", "everything"],
+        &["--no-such-flag"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_vmspace"))
             .arg("torture")
@@ -121,5 +135,32 @@ fn bad_arguments_are_refused() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?} ran:\n{out:?}");
+        assert!(!out.stderr.is_empty(), "{args:?} said nothing");
+    }
+}
+
+/// `--help` names every strategy and `all`, and shows the defaults.
+#[test]
+fn help_names_the_strategies_and_the_defaults() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vmspace"))
+        .args(["torture", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "mmap-lock",
+        "per-vma",
+        "speculative",
+        "`all`",
+        "[default: 10]",
+        "[default: 4]",
+        "[default: all]",
+        "[default: 0]",
+        "[default: 200]",
+        "default: from the clock",
+    ] {
+        assert!(help.contains(word), "no {word:?} in:\n{help}");
     }
 }

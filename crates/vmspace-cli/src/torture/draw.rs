@@ -11,7 +11,7 @@ use rand::Rng;
 use crate::backend::Placement;
 use crate::script::{Backing, Op, Prot, Sharing};
 
-use super::files::{DATA_IDS, RO_ID};
+use super::files::{DATA_IDS, RO_ID, RO_REOPEN_ID};
 use super::{DATA_PAGES, PAGES, RO_PAGES};
 
 /// One step of a worker.
@@ -81,7 +81,8 @@ fn change(rng: &mut SmallRng) -> (Op, Placement) {
 }
 
 /// What an `mmap` maps: private or shared anonymous memory, a data file
-/// (shared) or the read-only file (private; the range may pass its end).
+/// (shared) or the read-only file, as it is or opened afresh (private; the
+/// range may pass its end).
 fn source(rng: &mut SmallRng) -> (Backing, Sharing) {
     match rng.gen_range(0..10) {
         0..=3 => (Backing::Anon, Sharing::Private),
@@ -93,9 +94,16 @@ fn source(rng: &mut SmallRng) -> (Backing, Sharing) {
             },
             Sharing::Shared,
         ),
-        _ => (
+        8 => (
             Backing::File {
                 id: RO_ID,
+                pgoff: rng.gen_range(0..RO_PAGES),
+            },
+            Sharing::Private,
+        ),
+        _ => (
+            Backing::File {
+                id: RO_REOPEN_ID,
                 pgoff: rng.gen_range(0..RO_PAGES),
             },
             Sharing::Private,

@@ -3,18 +3,20 @@
 
 use vmspace::{FaultCause, Prot, PAGE_SIZE};
 
+use super::inject::Armed;
 use super::model::{superseded, Access, Kind, Model, StateRec};
 use super::BASE;
 
-/// Judges one epoch's accesses against the model; returns the violations.
-pub(super) fn judge(model: &mut Model, accesses: &mut [Access], injecting: bool) -> Vec<String> {
+/// Judges one epoch's accesses against the model, with `armed` the kinds of
+/// failure injected during the epoch; returns the violations.
+pub(super) fn judge(model: &mut Model, accesses: &mut [Access], armed: Armed) -> Vec<String> {
     accesses.sort_by_key(|a| a.start);
     let mut violations = Vec::new();
     // Stores first: they are events of the cells they may have hit.
     for a in accesses.iter().filter(|a| a.write) {
         let states = candidates(&model.history, a.start, a.end);
         if let Err(cause) = a.result {
-            if !fault_allowed(model, states, a, cause, injecting) {
+            if !fault_allowed(model, states, a, cause, armed) {
                 violations.push(describe(model, a, states, "a fault no state allows"));
             }
             continue;
@@ -47,7 +49,7 @@ pub(super) fn judge(model: &mut Model, accesses: &mut [Access], injecting: bool)
     for a in accesses.iter().filter(|a| !a.write) {
         let states = candidates(&model.history, a.start, a.end);
         if let Err(cause) = a.result {
-            if !fault_allowed(model, states, a, cause, injecting) {
+            if !fault_allowed(model, states, a, cause, armed) {
                 violations.push(describe(model, a, states, "a fault no state allows"));
             }
             continue;
@@ -106,10 +108,11 @@ pub(super) fn fault_allowed(
     states: &[StateRec],
     a: &Access,
     cause: FaultCause,
-    injecting: bool,
+    armed: Armed,
 ) -> bool {
     match cause {
-        FaultCause::OutOfMemory | FaultCause::Io => return injecting,
+        FaultCause::OutOfMemory => return armed.alloc,
+        FaultCause::Io => return armed.read,
         FaultCause::NoMapping | FaultCause::Protection | FaultCause::PastEnd => {}
     }
     states

@@ -6,13 +6,16 @@
 //!
 //! `threads` threads share a window of [`PAGES`] pages at [`BASE`], small on
 //! purpose so that operations collide. Each thread draws operations at random:
-//! loads and stores of the first word of a page (through its own [`vmspace::Cpu`]),
-//! `mmap` (fixed, anonymous or file, private or shared), `munmap`, `mprotect`,
-//! `mremap` (in place, or fixed within the window), `madvise(DONTNEED)` and
-//! `msync`. Loads and stores take no lock of the checker, so they race every
-//! mapping change; mapping changes take the checker's model lock around the
-//! call (they are serialized by the address space's write lock anyway), so
-//! that the model sees them in the order they happened.
+//! loads and stores of the first word of a page (through its own
+//! [`vmspace::Cpu`]), `mmap` (fixed or fixed-noreplace, anonymous or file,
+//! private or shared), `munmap`, `mprotect`, `mremap` (in place, or moved
+//! within the window), `madvise(DONTNEED)` and `msync`. The mapping changes
+//! are vmscript ops ([`crate::script::Op`]) applied by
+//! [`crate::backend::apply`], the function `replay` uses. Loads and stores
+//! take no lock of the checker, so they race every mapping change; mapping
+//! changes take the checker's model lock around the call (they are
+//! serialized by the address space's write lock anyway), so that the model
+//! sees them in the order they happened.
 //!
 //! # The checker (interval semantics)
 //!
@@ -34,15 +37,36 @@
 //!   another cell's data, a failed store's value) is a violation.
 //! * A fault is legitimate if some candidate state allows it: no mapping,
 //!   a protection that forbids the access, a page past the end of its object,
-//!   and, only with injection on, out-of-memory or an I/O error.
+//!   and, only in an epoch that armed the kind of failure behind it,
+//!   out-of-memory or an I/O error.
 //!
-//! Every `epoch`, the threads stop at a barrier, the checker judges what
-//! happened, and the legitimate contents of each live cell carry over to the
-//! next epoch, so memory stays bounded however long the run.
+//! # Checkpoints and memory
+//!
+//! An epoch lasts `epoch`, or [`EPOCH_OPS`] operations if that comes first.
+//! Then the threads stop at a barrier, the checker judges the epoch's
+//! accesses, and keeps only what a later access can be judged against: the
+//! current state, and the values still legitimate in the cells that the
+//! window or a live object shows. So what the checker holds is bounded by
+//! the window and by [`EPOCH_OPS`], however long the run.
+//!
+//! # Injection
+//!
+//! Frame allocations, store reads and store writes fail at the `inject`
+//! rate while their kind is armed; the kinds are armed by phases that change
+//! at each checkpoint (see `inject.rs`), so that each kind is reached.
+//!
+//! # The end
 //!
 //! At the end, injection is turned off, the files are synced, and the words in
 //! their backing stores must be legitimate final contents (no write lost);
 //! when everything is dropped, every frame must be back in the allocator.
+//!
+//! # Files
+//!
+//! `draw.rs` draws the operations, `worker.rs` does them, `model.rs` records
+//! the mapping states and cell values, `judge.rs` judges an epoch, `run.rs`
+//! runs the checkpoints and the final checks; `files.rs` and `store.rs` are
+//! the files and their stores, `inject.rs` the injected failures.
 
 use std::time::Duration;
 
@@ -50,6 +74,7 @@ use vmspace::{FaultStats, Strategy};
 
 mod draw;
 mod files;
+mod inject;
 mod judge;
 mod model;
 mod run;
@@ -66,8 +91,9 @@ pub const PAGES: u64 = 64;
 const DATA_PAGES: u64 = 32;
 /// Pages of the read-only file (mapped private; mappings may pass its end).
 const RO_PAGES: u64 = 24;
-/// Frames in the arena: the window, the page caches, and room to spare.
-const ARENA_FRAMES: u64 = 2048;
+/// Frames in the arena: the window, the page caches (one per open of the
+/// read-only file still mapped), and room to spare.
+const ARENA_FRAMES: u64 = 4096;
 /// The top byte of a value written by a store.
 const STORE_TAG: u64 = 0xA5 << 56;
 /// The top byte of a file's initial word.
@@ -87,7 +113,8 @@ pub struct Options {
     pub threads: usize,
     /// Seed of every random choice (thread `i` uses `seed + i`).
     pub seed: u64,
-    /// Probability that a frame allocation or a backing-store I/O fails.
+    /// Probability that an armed kind of failure happens (frame allocation,
+    /// store read, store write; see the module documentation).
     pub inject: f64,
     /// Time between checkpoints.
     pub epoch: Duration,
@@ -120,6 +147,8 @@ pub struct Report {
     /// Failed accesses by cause: no mapping, protection, past the end, I/O
     /// error, out of memory.
     pub fault_causes: [u64; 5],
+    /// Injected failures that happened, by kind.
+    pub injected: Injected,
     /// Pages whose cell the model lost track of (a partly failed call); their
     /// content is not checked.
     pub unknown_pages: u64,
@@ -132,6 +161,19 @@ pub struct Report {
     pub peak_records: usize,
 }
 
+/// Injected failures that happened, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Injected {
+    /// Frame allocations made to fail, as the accesses saw them: their
+    /// out-of-memory faults (the allocator does not count its injected
+    /// failures).
+    pub alloc: u64,
+    /// Store reads made to fail.
+    pub read: u64,
+    /// Store writes made to fail.
+    pub write: u64,
+}
+
 impl Report {
     /// Whether the run found nothing wrong.
     pub fn clean(&self) -> bool {
@@ -142,7 +184,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "{}: {} ops ({} accesses, {} mapping changes), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, {} violations, {} leaked frames, {} unchecked pages",
+            "{}: {} ops ({} accesses, {} mapping changes), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages",
             self.strategy.name(),
             self.ops,
             self.accesses,
@@ -157,6 +199,9 @@ impl Report {
             self.fault_causes[2],
             self.fault_causes[3],
             self.fault_causes[4],
+            self.injected.alloc,
+            self.injected.read,
+            self.injected.write,
             self.violation_count,
             self.leaked_frames,
             self.unknown_pages,

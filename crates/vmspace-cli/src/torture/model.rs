@@ -1,6 +1,8 @@
 //! The checker's model: the mapping state after each mapping change, the
 //! cells that pages show, and the value events of each cell (see the
-//! interval semantics in the [module documentation](super)).
+//! interval semantics in the [module documentation](super)). At each
+//! checkpoint [`Model::carry_over`] prunes it to what a later access can be
+//! judged against.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -65,10 +67,12 @@ pub(super) struct Access {
 
 /// The checker's model; see the module documentation.
 pub(super) struct Model {
+    /// What each cell is, by cell number.
     pub(super) kinds: Vec<Kind>,
     /// Cells of shared pages by (object address, page offset).
     pub(super) shared: HashMap<(usize, u64), u32>,
-    /// Every object seen, as a weak reference: that keeps its allocation,
+    /// Every object seen and alive at the last checkpoint, as a weak
+    /// reference: that keeps its allocation,
     /// so its address is never reused for another object, but lets the
     /// object (and its pages) go when the last mapping does.
     pub(super) objects: HashMap<usize, Weak<File>>,
@@ -80,7 +84,9 @@ pub(super) struct Model {
     pub(super) events: HashMap<u32, Vec<Ev>>,
     /// The single cell of private pages past the end of the read-only file.
     pub(super) past_end: u32,
+    /// Mapping changes recorded.
     pub(super) mapping_ops: u64,
+    /// Pages given an unknown cell.
     pub(super) unknown_pages: u64,
 }
 
@@ -113,6 +119,8 @@ impl Model {
             + self.history.len()
     }
 
+    /// A new cell of `kind`, whose content `initial` (if known) is given
+    /// during `[start, end]`.
     pub(super) fn new_cell(
         &mut self,
         kind: Kind,
@@ -128,6 +136,7 @@ impl Model {
         id
     }
 
+    /// Records that `cell` was given `value` during `[start, end]`.
     pub(super) fn add_event(
         &mut self,
         cell: u32,

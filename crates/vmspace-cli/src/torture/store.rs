@@ -1,53 +1,29 @@
-//! The backing stores of torture's files, and the switch that makes their
-//! reads and writes fail on purpose.
+//! The backing stores of torture's files: one word per page, kept where
+//! the final check can read it, behind a [`BackingStore`] whose reads and
+//! writes fail when the [`Injector`] says so.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vmspace::BackingStore;
 
+use super::inject::Injector;
 use super::FILE_TAG;
 
-/// Word 0 of every page (the rest of a page is zero).
+/// The content of a store: word 0 of every page (the rest of a page is
+/// zero), and the switch that makes its reads and writes fail.
 pub(super) struct StoreWords {
     pub(super) words: Mutex<Vec<u64>>,
     pub(super) fail: Arc<Injector>,
 }
 
-/// Shared failure switch of the stores.
-pub(super) struct Injector {
-    pub(super) rate: AtomicU64,
-    pub(super) state: AtomicU64,
-}
-
-impl Injector {
-    pub(super) fn fails(&self) -> bool {
-        let rate = self.rate.load(Ordering::Relaxed);
-        if rate == 0 {
-            return false;
-        }
-        let mut x = self.state.load(Ordering::Relaxed);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.state.store(x, Ordering::Relaxed);
-        (x >> 32) < rate
-    }
-
-    pub(super) fn set(&self, p: f64) {
-        self.rate.store(
-            (p.clamp(0.0, 1.0) * (1u64 << 32) as f64) as u64,
-            Ordering::Relaxed,
-        );
-    }
-}
-
+/// A store over [`StoreWords`] whose reads and writes fail when its
+/// [`Injector`] says so.
 pub(super) struct FlakyStore(pub(super) Arc<StoreWords>);
 
 impl BackingStore for FlakyStore {
     fn read_page(&self, pgoff: u64, buf: &mut [u8]) -> io::Result<()> {
-        if self.0.fail.fails() {
+        if self.0.fail.read_fails() {
             return Err(io::Error::other("injected read error"));
         }
         let words = self.0.words.lock().unwrap();
@@ -61,7 +37,7 @@ impl BackingStore for FlakyStore {
     }
 
     fn write_page(&self, pgoff: u64, buf: &[u8]) -> io::Result<()> {
-        if self.0.fail.fails() {
+        if self.0.fail.write_fails() {
             return Err(io::Error::other("injected write error"));
         }
         let mut words = self.0.words.lock().unwrap();
