@@ -14,18 +14,25 @@
 //! shared mapping; file mappings near or past the 1024-page end (`SIGBUS`);
 //! writes followed by reads (copy-on-write, zero-fill, shared visibility,
 //! `MADV_DONTNEED`); and some deliberately bad calls (zero lengths, holes,
-//! overlapping moves).
+//! overlapping moves). A share of the steps (`RULE_WEIGHT`) are scenarios
+//! aimed at the rule cells random steps rarely reach (module `rules`: each
+//! `mremap` matrix row on each shape of old range, execute-only memory,
+//! the file offset limit, calls that break two rules), so that every cell
+//! of [`Cell`] meets its minimum in the default corpus.
 //!
 //! Determinism: the only source of randomness is a SplitMix64 generator
 //! seeded with the seed, so a seed and a [`GenConfig`] always give the same
 //! script, on every platform.
 
+mod cells;
 mod coverage;
+mod rules;
 mod shadow;
 
+pub use cells::{all_cells, Call, Cell, ExecOnly, Limit, Precedence, RemapRow, Shape};
 pub use coverage::{classify, Coverage, Kind};
 
-use crate::script::{Backing, Op, Prot, Sharing, FILE_COUNT, FILE_PAGES, WINDOW_PAGES};
+use crate::script::{Backing, Op, Prot, Sharing, FILE_COUNT, FILE_PAGES, MAX_PGOFF, WINDOW_PAGES};
 use shadow::{Region, Shadow};
 
 /// Where far pages cluster: far from the small region, so the two never meet.
@@ -150,10 +157,11 @@ enum Step {
     Maps,
     Bad,
     Memory,
+    Rule,
 }
 
 /// How often each kind of step is drawn.
-const STEPS: [(u64, Step); 12] = [
+const STEPS: [(u64, Step); 13] = [
     (13, Step::MmapFresh),
     (8, Step::MmapNext),
     (5, Step::MmapOver),
@@ -166,7 +174,12 @@ const STEPS: [(u64, Step); 12] = [
     (9, Step::Maps),
     (4, Step::Bad),
     (2, Step::Memory),
+    (RULE_WEIGHT, Step::Rule),
 ];
+
+/// How often a step is a scenario aimed at a rule cell (module `rules`), out
+/// of the 102 that the other steps weigh.
+const RULE_WEIGHT: u64 = 3;
 
 /// The eight protections, common ones first and most often.
 const PROTS: [(u64, &str); 8] = [
@@ -189,6 +202,8 @@ struct Generator<'a> {
     files: Vec<u8>,
     /// Recently written pages, oldest first.
     written: Vec<u64>,
+    /// Rule scenarios so far (each takes the next slot of the rule area).
+    rule_slots: u64,
     ops: Vec<Op>,
 }
 
@@ -202,6 +217,7 @@ impl<'a> Generator<'a> {
             shadow: Shadow::default(),
             files,
             written: Vec::new(),
+            rule_slots: 0,
             ops: Vec::new(),
         }
     }
@@ -228,6 +244,10 @@ impl<'a> Generator<'a> {
         let mut step = self.rng.weighted(&STEPS);
         if step == Step::Memory {
             self.memory_scenario();
+            return;
+        }
+        if step == Step::Rule {
+            self.rule_scenario();
             return;
         }
         if self.shadow.regions().len() < 2 && self.rng.chance(50) {
@@ -798,7 +818,7 @@ fn fit(op: Op) -> Op {
             prot,
             backing,
             sharing,
-        } => mmap(page, cut(page, npages), prot, backing, sharing),
+        } => mmap(page, cut(page, npages), prot, well_formed(backing), sharing),
         Op::Munmap { page, npages } => Op::Munmap {
             page,
             npages: cut(page, npages),
@@ -822,6 +842,18 @@ fn fit(op: Op) -> Op {
             mremap(page, cut(page, old_npages), new_npages, new_page)
         }
         Op::Write { .. } | Op::Read { .. } | Op::Maps => op,
+    }
+}
+
+/// `backing` with its file offset cut to the largest well-formed one (steps
+/// next to a mapping at the file offset limit reach past it).
+fn well_formed(backing: Backing) -> Backing {
+    match backing {
+        Backing::File { id, pgoff } => Backing::File {
+            id,
+            pgoff: pgoff.min(MAX_PGOFF),
+        },
+        Backing::Anon => Backing::Anon,
     }
 }
 

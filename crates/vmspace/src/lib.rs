@@ -16,18 +16,12 @@
 //! removes a translation returns, no `Cpu` uses it) in `cpu.rs`; the rule that
 //! makes concurrent access to user memory sound in `frame.rs`.
 //!
-//! ```
-//! use std::sync::Arc;
-//! use vmspace::{AddressSpace, Config, FrameAllocator, MapFlags, MapSource, Prot};
+//! Quick start (`examples/quick_start.rs`, run as this doctest too): four
+//! threads fault into one mapping at once, each through its own [`Cpu`]; then
+//! an `mprotect` splits the VMA and an `munmap` takes the memory away.
 //!
-//! let frames = Arc::new(FrameAllocator::new(1 << 20).unwrap());
-//! let space = AddressSpace::new(Config::default(), frames).unwrap();
-//! let addr = space.mmap(0, 8192, Prot::READ_WRITE, MapFlags::default(), MapSource::Anon).unwrap();
-//! let mut cpu = space.cpu();
-//! cpu.write_u8(addr + 5, 42).unwrap();
-//! assert_eq!(cpu.read_u8(addr + 5).unwrap(), 42);
-//! space.munmap(addr, 8192).unwrap();
-//! assert!(cpu.read_u8(addr + 5).is_err());
+//! ```
+#![doc = include_str!("../examples/quick_start.rs")]
 //! ```
 
 #![deny(missing_docs)]

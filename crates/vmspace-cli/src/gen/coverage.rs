@@ -44,10 +44,14 @@
 //!   gone, *kept* when it is still there (shared memory).
 //! * **Faults**: every `SEGV` and `SIGBUS`; protection faults are the `SEGV`s
 //!   on a page a known mapping holds. **Errors**: every `err NAME`, by name.
+//! * **Rule cells** ([`Cell`], module `cells`): each case Linux's rules tell
+//!   apart (the `mremap` matrix by shape of the old range, errors by call,
+//!   check order, execute-only keys, limits), with the result line.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
+use super::cells::{cells_of, cells_of_maps, Cell};
 use crate::script::{file_byte, Backing, Op, Prot};
 
 /// One kind of behaviour [`classify`] counts.
@@ -160,6 +164,9 @@ impl Kind {
 pub struct Coverage {
     counts: BTreeMap<Kind, u64>,
     errors: BTreeMap<String, u64>,
+    /// Per rule cell and result line (`ok`, `err EFAULT`, `= V` for any
+    /// value read, `seen` for a `maps` fact).
+    cells: BTreeMap<(Cell, String), u64>,
 }
 
 impl Coverage {
@@ -180,6 +187,33 @@ impl Coverage {
             .map(|(name, &count)| (name.as_str(), count))
     }
 
+    /// How often `cell` was exercised: with the result line `outcome`, or
+    /// with any result.
+    pub fn cell(&self, cell: Cell, outcome: Option<&str>) -> u64 {
+        self.cells
+            .iter()
+            .filter(|((c, o), _)| *c == cell && outcome.is_none_or(|wanted| wanted == o))
+            .map(|(_, &count)| count)
+            .sum()
+    }
+
+    /// The results seen in `cell`, with their counts, by result.
+    pub fn cell_outcomes(&self, cell: Cell) -> impl Iterator<Item = (&str, u64)> {
+        self.cells
+            .iter()
+            .filter(move |((c, _), _)| *c == cell)
+            .map(|((_, outcome), &count)| (outcome.as_str(), count))
+    }
+
+    fn bump_cell(&mut self, cell: Cell, line: &str) {
+        let outcome = match line {
+            _ if line.starts_with("= ") => "= V",
+            _ if line.starts_with("maps") => "seen",
+            _ => line,
+        };
+        *self.cells.entry((cell, outcome.to_owned())).or_default() += 1;
+    }
+
     /// Adds `other`'s counts (the maximum for [`Kind::MaxMapsEntries`]).
     pub fn add(&mut self, other: &Coverage) {
         for (&kind, &count) in &other.counts {
@@ -192,6 +226,9 @@ impl Coverage {
         }
         for (name, &count) in &other.errors {
             *self.errors.entry(name.clone()).or_default() += count;
+        }
+        for (key, &count) in &other.cells {
+            *self.cells.entry(key.clone()).or_default() += count;
         }
     }
 
@@ -213,6 +250,9 @@ impl fmt::Display for Coverage {
         }
         for (name, count) in self.error_names() {
             writeln!(f, "{:<26}{:>9}", format!("err {name}"), count)?;
+        }
+        for ((cell, outcome), count) in &self.cells {
+            writeln!(f, "{:<56}{:>9}", format!("{cell}: {outcome}"), count)?;
         }
         Ok(())
     }
@@ -236,20 +276,20 @@ pub fn classify<S: AsRef<str>>(ops: &[Op], output: &[S]) -> Coverage {
 
 /// One entry of a `maps` line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Entry {
-    start: u64,
-    end: u64,
+pub(super) struct Entry {
+    pub(super) start: u64,
+    pub(super) end: u64,
     /// `rw-p`: protection, then `p` or `s`.
-    perms: [u8; 4],
-    backing: Backing,
+    pub(super) perms: [u8; 4],
+    pub(super) backing: Backing,
 }
 
 impl Entry {
-    fn holds(&self, page: u64) -> bool {
+    pub(super) fn holds(&self, page: u64) -> bool {
         self.start <= page && page < self.end
     }
 
-    fn overlaps(&self, start: u64, end: u64) -> bool {
+    pub(super) fn overlaps(&self, start: u64, end: u64) -> bool {
         self.start < end && start < self.end
     }
 
@@ -258,7 +298,7 @@ impl Entry {
     }
 
     /// The file and file page behind `page`, for a file mapping.
-    fn file_page(&self, page: u64) -> Option<(u8, u64)> {
+    pub(super) fn file_page(&self, page: u64) -> Option<(u8, u64)> {
         match self.backing {
             Backing::File { id, pgoff } => Some((id, pgoff + (page - self.start))),
             Backing::Anon => None,
@@ -390,6 +430,9 @@ impl Classifier {
         if let Some(name) = line.strip_prefix("err ") {
             *self.coverage.errors.entry(name.to_owned()).or_default() += 1;
         }
+        for cell in cells_of(op, line, known) {
+            self.coverage.bump_cell(cell, line);
+        }
         let ok = line == "ok";
         match *op {
             Op::Maps => self.maps(line),
@@ -419,6 +462,9 @@ impl Classifier {
         let Some(entries) = parse_maps(line) else {
             return;
         };
+        for cell in cells_of_maps(&entries) {
+            self.coverage.bump_cell(cell, line);
+        }
         let (merges, splits) = self.layout.observe(&entries);
         self.coverage.bump(Kind::Merges, merges);
         self.coverage.bump(Kind::Splits, splits);
