@@ -150,11 +150,7 @@ impl FileTable for ScriptFiles {
             let store = MemoryStore::new(script::FILE_PAGES, |p, page| {
                 page[0] = script::file_byte(id, p)
             });
-            Arc::new(File::new(
-                script::FILE_PAGES,
-                Box::new(store),
-                self.frames.clone(),
-            ))
+            File::new(script::FILE_PAGES, Box::new(store), self.frames.clone())
         });
         Some(file.clone())
     }

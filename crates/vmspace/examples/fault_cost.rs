@@ -38,7 +38,7 @@ fn main() {
         frames.clone(),
     )
     .unwrap();
-    let file = Arc::new(File::new(len / P, Box::new(ZeroStore), frames));
+    let file = File::new(len / P, Box::new(ZeroStore), frames);
     let mut cpu = s.cpu();
     let started = std::time::Instant::now();
     for _ in 0..rounds {

@@ -72,7 +72,7 @@ fn run(
     .unwrap();
     let files: Vec<Arc<File>> = (0..threads)
         .map(|_| {
-            let f = Arc::new(File::new(LEN / P, Box::new(ZeroStore), frames.clone()));
+            let f = File::new(LEN / P, Box::new(ZeroStore), frames.clone());
             for p in 0..LEN / P {
                 f.fill(p).expect("warm file");
             }

@@ -5,8 +5,9 @@
 //!
 //! A `Cpu` keeps no translation between accesses (per-`Cpu` TLBs come later).
 //! Each access is a short *access section* (`tlb.rs`): the `Cpu`'s section
-//! counter becomes odd, the PTE is read and the frame accessed, the counter
-//! becomes even. Nothing blocks inside a section;
+//! counter becomes odd, the PTE is read (its accessed bit, and for a write
+//! its dirty bit, set if missing, as hardware does: `pagetable.rs`) and the
+//! frame accessed, the counter becomes even. Nothing blocks inside a section;
 //! a missing or insufficient PTE ends the section and runs the fault path
 //! outside it, then the access starts over.
 //!
@@ -73,15 +74,19 @@ impl Cpu {
         access: Access,
         f: impl Fn(FrameId, u64) -> R,
     ) -> Result<R, Fault> {
-        let need = match access {
-            Access::Read => Pte::READ,
-            Access::Write => Pte::WRITE,
-            Access::Fetch => Pte::EXEC,
-        } | Pte::PRESENT;
+        let (need, used) = match access {
+            Access::Read => (Pte::READ, Pte::ACCESSED),
+            Access::Write => (Pte::WRITE, Pte::ACCESSED | Pte::DIRTY),
+            Access::Fetch => (Pte::EXEC, Pte::ACCESSED),
+        };
+        let need = need | Pte::PRESENT;
         loop {
             self.enter();
             let pte = self.space.page_table().read_for_access(addr);
             if pte.has(need) {
+                if !pte.has(used) {
+                    self.space.page_table().mark_used(addr, pte, used);
+                }
                 self.space.frames().access_point(pte.frame());
                 let r = f(pte.frame(), addr & (PAGE_SIZE - 1));
                 self.exit();

@@ -24,6 +24,11 @@ pub enum ProtocolBreak {
     /// inside an access section may read or write a frame that was freed (and
     /// poisoned, or reused).
     EarlyFree = 2,
+    /// `fork` copies the parent without write-locking its VMAs: a parent
+    /// fault can give a VMA its anonymous object after the child's copy of
+    /// the VMA was made without one, and the child then maps the fault's
+    /// page with no reverse-map record (Linux 6.4's fork corruption).
+    ForkWithoutVmaLock = 3,
 }
 
 impl std::str::FromStr for ProtocolBreak {
@@ -33,8 +38,10 @@ impl std::str::FromStr for ProtocolBreak {
         match s {
             "skip-revalidation" => Ok(ProtocolBreak::SkipRevalidation),
             "early-free" => Ok(ProtocolBreak::EarlyFree),
+            "fork-without-vma-lock" => Ok(ProtocolBreak::ForkWithoutVmaLock),
             _ => Err(format!(
-                "unknown protocol break `{s}` (expected skip-revalidation or early-free)"
+                "unknown protocol break `{s}` (expected skip-revalidation, early-free or \
+                 fork-without-vma-lock)"
             )),
         }
     }

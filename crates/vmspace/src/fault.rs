@@ -404,6 +404,7 @@ impl AddressSpace {
                 page,
                 pte,
                 pte.with_perms(bits | (pte.0 & Pte::WRITE)),
+                access,
                 validate,
             ));
         }
@@ -413,20 +414,25 @@ impl AddressSpace {
                 page,
                 pte,
                 pte.with_perms(bits | Pte::WRITE),
+                access,
                 validate,
             ));
         }
         if vma.shared {
-            if let Some(file) = vma.file() {
-                file.mark_dirty(vma.pgoff_at(page));
-            }
-            return Ok(self.install(
+            let step = self.install(
                 table,
                 page,
                 pte,
                 pte.with_perms(bits | Pte::WRITE),
+                access,
                 validate,
-            ));
+            );
+            // After the entry is writable, not before (`object/file.rs`,
+            // "Dirty tracking").
+            if let Some(file) = vma.file() {
+                file.mark_dirty(vma.pgoff_at(page));
+            }
+            return Ok(step);
         }
         // Copy-on-write: the entry is replaced by one to a private copy; the
         // flush drops the source's reference (`tlb.rs`: without a shootdown
@@ -442,6 +448,7 @@ impl AddressSpace {
             page,
             pte,
             Pte::new(new, bits | Pte::WRITE | Pte::OWNED),
+            access,
             validate,
         ))
     }
@@ -456,7 +463,14 @@ impl AddressSpace {
     ) -> Result<Step, FaultCause> {
         let bits = vma.pte_bits_no_write();
         if access != Access::Write {
-            return Ok(self.install(table, page, Pte(0), Pte::new(FrameId::ZERO, bits), validate));
+            return Ok(self.install(
+                table,
+                page,
+                Pte(0),
+                Pte::new(FrameId::ZERO, bits),
+                access,
+                validate,
+            ));
         }
         let Some(anon) = self.ensure_anon(vma, validate) else {
             return Ok(Step::Fallback);
@@ -471,6 +485,7 @@ impl AddressSpace {
             page,
             Pte(0),
             Pte::new(f, bits | Pte::WRITE | Pte::OWNED),
+            access,
             validate,
         ))
     }
@@ -507,18 +522,26 @@ impl AddressSpace {
         };
         let bits = vma.pte_bits_no_write();
         if vma.shared {
-            let write = if vma.prot.write {
-                file.mark_dirty(pgoff);
-                Pte::WRITE
-            } else {
-                0
-            };
+            let write = if vma.prot.write { Pte::WRITE } else { 0 };
             self.frames().get(frame);
-            return Ok(self.install(table, page, Pte(0), Pte::new(frame, bits | write), validate));
+            let step = self.install(
+                table,
+                page,
+                Pte(0),
+                Pte::new(frame, bits | write),
+                access,
+                validate,
+            );
+            // After the entry is writable, not before (`object/file.rs`,
+            // "Dirty tracking").
+            if write != 0 {
+                file.mark_dirty(pgoff);
+            }
+            return Ok(step);
         }
         if access != Access::Write {
             self.frames().get(frame);
-            return Ok(self.install(table, page, Pte(0), Pte::new(frame, bits), validate));
+            return Ok(self.install(table, page, Pte(0), Pte::new(frame, bits), access, validate));
         }
         let copy = self
             .frames()
@@ -532,6 +555,7 @@ impl AddressSpace {
             page,
             Pte(0),
             Pte::new(copy, bits | Pte::WRITE | Pte::OWNED),
+            access,
             validate,
         ))
     }
@@ -553,12 +577,14 @@ impl AddressSpace {
         let mut new = false;
         let anon = vma.anon.get_or_init(|| {
             new = true;
-            self.neighbour_anon(vma).unwrap_or_default()
+            self.neighbour_anon(vma)
+                .unwrap_or_else(|| AnonObject::new(self.frames(), None))
         });
         if new {
             // The VMA is attached and held (its lock or the address-space
-            // lock): its detach, which forgets this, comes after.
-            anon.mappings.add(vma.pgoff, vma.pgoff_at(vma.end));
+            // lock): its detach, which forgets this, comes after; and no
+            // frame of the object is mapped through it yet (`rmap.rs`).
+            anon.record(vma.mapping(self));
         }
         Some(anon)
     }
@@ -599,14 +625,22 @@ impl AddressSpace {
     /// the fault is still valid (`PteTable::install`), and flushes what that
     /// replaced (a copy-on-write source). The caller holds one frame
     /// reference for `new`: the entry takes it, or it is dropped.
+    ///
+    /// The new entry is marked accessed, and dirty when it is writable for
+    /// a write (the access the fault is for comes right after).
     fn install(
         &self,
         table: &PteTable,
         page: u64,
         expected: Pte,
         new: Pte,
+        access: Access,
         validate: &Validate<'_>,
     ) -> Step {
+        let mut new = Pte(new.0 | Pte::ACCESSED);
+        if access == Access::Write && new.has(Pte::WRITE) {
+            new.0 |= Pte::DIRTY;
+        }
         match table.install(page, expected, new, self.frames(), || {
             validate.still_valid()
         }) {

@@ -175,14 +175,20 @@ struct ShardData {
     net: isize,
 }
 
-/// The free list of the calling thread.
-fn my_shard() -> usize {
+/// A small number per thread, handed out in turn: what sharded structures
+/// pick their shard by.
+pub(crate) fn thread_index() -> usize {
     use std::sync::atomic::AtomicUsize;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed);
     }
     MINE.with(|m| *m)
+}
+
+/// The free list of the calling thread.
+fn my_shard() -> usize {
+    thread_index() % SHARDS
 }
 
 /// The frame arena and its allocator.
@@ -197,6 +203,9 @@ pub struct FrameAllocator {
     fail_rate: AtomicU32,
     fail_seed: std::sync::atomic::AtomicU64,
     poison: bool,
+    /// The anonymous objects and files whose frames live here, by id
+    /// (`rmap.rs`).
+    pub(crate) objects: crate::rmap::ObjectTable,
 }
 
 /// The free lists of a new arena of `frames` frames (frame 0 excluded): each
@@ -271,6 +280,7 @@ impl FrameAllocator {
             fail_rate: AtomicU32::new(0),
             fail_seed: std::sync::atomic::AtomicU64::new(0x2545_F491_4F6C_DD1D),
             poison: cfg!(debug_assertions),
+            objects: Default::default(),
         })
     }
 

@@ -21,6 +21,10 @@ pub struct PteInfo {
     pub read: bool,
     /// Writable.
     pub write: bool,
+    /// Accessed since the bit was last cleared.
+    pub accessed: bool,
+    /// Written through since the bit was last cleared.
+    pub dirty: bool,
 }
 
 impl AddressSpace {
@@ -50,6 +54,8 @@ impl AddressSpace {
                 frame: pte.frame(),
                 read: pte.has(Pte::READ),
                 write: pte.has(Pte::WRITE),
+                accessed: pte.has(Pte::ACCESSED),
+                dirty: pte.has(Pte::DIRTY),
             })
         });
         out

@@ -52,7 +52,19 @@
 //! | 2 | writable |
 //! | 3 | executable |
 //! | 4 | owned: the frame is anonymous and private to this mapping, so a write fault may make it writable without a copy |
+//! | 5 | accessed: a `Cpu` used the translation since the bit was last cleared |
+//! | 6 | dirty: a `Cpu` wrote through the translation since the bit was last cleared |
 //! | 12..44 | frame number |
+//!
+//! The accessed and dirty bits are set as hardware sets them: by the `Cpu`
+//! that uses the entry, without the PTE lock, by a compare-exchange that
+//! succeeds only on the entry it loaded ([`PageTable::mark_used`]; a `Cpu`
+//! that loses the race just goes on: its access was inside its section,
+//! which any change's shootdown waits for), and by the fault that installs
+//! the entry for an access. Every other change is made under the PTE lock
+//! by a swap that keeps bits a `Cpu` set meanwhile ([`PteGuard::set`]).
+//! They are cleared by `page_referenced` (accessed) and by cleaning
+//! (dirty, with write permission).
 
 use crate::frame::{FrameAllocator, FrameId, PAGE_SIZE};
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
@@ -96,6 +108,12 @@ impl Pte {
     pub const EXEC: u64 = 1 << 3;
     /// The frame is anonymous and exclusive to this entry.
     pub const OWNED: u64 = 1 << 4;
+    /// The translation was used since the bit was cleared.
+    pub const ACCESSED: u64 = 1 << 5;
+    /// The translation was written through since the bit was cleared.
+    pub const DIRTY: u64 = 1 << 6;
+    /// The bits `Cpu`s set without the lock.
+    pub const USED: u64 = Self::ACCESSED | Self::DIRTY;
     /// Permission bits.
     pub const PERMS: u64 = Self::READ | Self::WRITE | Self::EXEC;
 
@@ -138,6 +156,12 @@ pub(crate) enum Event {
     Move,
     /// A fault replaced a read-only entry by one to a private copy.
     CowBreak,
+    /// `fork` write-protected private entries it shares with the child.
+    Fork,
+    /// The reverse map removed the entries of a frame (`try_to_unmap`).
+    Reclaim,
+    /// A write-back write-protected a page before copying it to its store.
+    Clean,
 }
 
 /// What an update did, for the shootdown and the hooks (see "The range
@@ -155,6 +179,8 @@ pub(crate) struct FlushBatch {
     pub(crate) frames: Vec<FrameId>,
     /// Unlinked tables to free after the shootdown and a grace period.
     pub(crate) tables: Vec<DeadTable>,
+    /// Whether a removed entry was dirty.
+    pub(crate) dirty_removed: bool,
 }
 
 /// A last-level table that was unlinked and awaits freeing.
@@ -188,6 +214,7 @@ impl FlushBatch {
             ranges: Vec::new(),
             frames: Vec::new(),
             tables: Vec::new(),
+            dirty_removed: false,
         }
     }
 
@@ -313,14 +340,27 @@ impl PteGuard<'_> {
     /// Writes the entry for `addr` (Release: publishes the frame's content to
     /// `Cpu`s that read the entry; SeqCst so that a shootdown that follows sees
     /// the Cpus that may have read the old entry — see `cpu.rs`).
-    fn set(&mut self, addr: u64, pte: Pte) {
-        let old = self.get(addr);
-        match (old.present(), pte.present()) {
+    ///
+    /// Returns the entry replaced. Accessed and dirty bits that a `Cpu` set
+    /// after the caller read the entry (see "PTE format") are kept in the
+    /// new entry when it maps the same frame, and are in the returned entry
+    /// either way.
+    fn set(&mut self, addr: u64, pte: Pte) -> Pte {
+        let slot = &self.table.entries[index(addr, 0)];
+        let seen = self.get(addr);
+        match (seen.present(), pte.present()) {
             (false, true) => self.state.present += 1,
             (true, false) => self.state.present -= 1,
             _ => {}
         }
-        self.table.entries[index(addr, 0)].store(pte.0, Ordering::SeqCst);
+        let old = Pte(slot.swap(pte.0, Ordering::SeqCst));
+        let late = old.0 & !seen.0 & Pte::USED;
+        if late != 0 && pte.present() && old.present() && pte.frame() == old.frame() {
+            // Only `Cpu`s (setting used bits) change the entry without the
+            // lock, so this cannot undo anyone's change.
+            slot.fetch_or(late, Ordering::SeqCst);
+        }
+        old
     }
 }
 
@@ -374,6 +414,37 @@ impl PageTable {
         self.table(addr).map_or(Pte(0), |t| {
             Pte(t.entries[index(addr, 0)].load(Ordering::SeqCst))
         })
+    }
+
+    /// Sets `bits` (accessed, dirty) in the entry for `addr` if it is still
+    /// `seen` (see "PTE format"). Called by a `Cpu` inside its access
+    /// section, which keeps the table alive.
+    #[inline]
+    pub(crate) fn mark_used(&self, addr: u64, seen: Pte, bits: u64) {
+        if let Some(t) = self.table(addr) {
+            let _ = t.entries[index(addr, 0)].compare_exchange(
+                seen.0,
+                seen.0 | bits,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Clears the accessed bit of the entry for `addr` if it maps `f`;
+    /// returns whether it was set. The caller keeps the table alive (the
+    /// reverse map's lock, `rmap.rs`).
+    pub(crate) fn test_and_clear_accessed(&self, addr: u64, f: FrameId) -> bool {
+        let Some(t) = self.table(addr) else {
+            return false;
+        };
+        let mut g = t.lock();
+        let pte = g.get(addr);
+        if !pte.present() || pte.frame() != f || !pte.has(Pte::ACCESSED) {
+            return false;
+        }
+        g.set(addr, Pte(pte.0 & !Pte::ACCESSED));
+        true
     }
 
     /// The last-level table covering `addr`, if it exists. The caller keeps
@@ -467,10 +538,11 @@ impl PageTable {
                     continue;
                 }
                 debug_assert!(!new.present() || new.frame() == old.frame());
-                g.set(a, new);
+                let replaced = g.set(a, new);
                 if !new.present() {
                     frames.unmapped(old.frame());
                     batch.frames.push(old.frame());
+                    batch.dirty_removed |= replaced.has(Pte::DIRTY);
                 }
                 if !new.present() || old.0 & Pte::PERMS & !new.0 != 0 {
                     batch.page_changed(a);
@@ -530,6 +602,54 @@ impl PageTable {
             }
         }
         batch
+    }
+
+    /// `fork`'s update: every present entry of `[start, end)` (a private
+    /// VMA) is shared with `child` at the same address, copy-on-write: the
+    /// parent's entry loses write permission and ownership (the batch holds
+    /// the ranges that lost write), the child's entry is the same without
+    /// the accessed bit, and the frame gains a reference and a mapping.
+    ///
+    /// Holds a parent table's lock and then a child table's: the child is
+    /// new and reachable by no one else, so this nests with nothing.
+    ///
+    /// # Preconditions
+    /// The parent's VMAs are write-locked (no fault installs meanwhile) and
+    /// the child's range is mapped by the child's copy of the VMA.
+    pub(crate) fn copy_for_fork(
+        &self,
+        child: &PageTable,
+        start: u64,
+        end: u64,
+        frames: &FrameAllocator,
+        batch: &mut FlushBatch,
+    ) {
+        self.for_each_table(start, end, |base, table| {
+            let mut g = table.lock();
+            let mut dst: Option<PteGuard<'_>> = None;
+            for a in pages(start.max(base), end.min(base + TABLE_SPAN)) {
+                let pte = g.get(a);
+                if !pte.present() {
+                    continue;
+                }
+                let shared = Pte(pte.0 & !(Pte::WRITE | Pte::OWNED));
+                if shared != pte {
+                    g.set(a, shared);
+                }
+                if pte.has(Pte::WRITE) {
+                    batch.page_changed(a);
+                }
+                frames.get(pte.frame());
+                frames.mapped(pte.frame());
+                let d = dst.get_or_insert_with(|| {
+                    child
+                        .table_or_create(a)
+                        .expect("the parent's address is inside the limit")
+                        .lock()
+                });
+                d.set(a, Pte(shared.0 & !Pte::ACCESSED));
+            }
+        });
     }
 
     /// Unlinks the empty last-level tables that lie wholly inside

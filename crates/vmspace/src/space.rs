@@ -162,7 +162,7 @@ impl AddressSpace {
         self.lock.read()
     }
 
-    fn write_lock(&self) -> Writer<'_> {
+    pub(crate) fn write_lock(&self) -> Writer<'_> {
         self.writers.enter();
         let state = self.lock.write();
         let seq = self.mm_seq.load(Ordering::Relaxed);
@@ -259,24 +259,73 @@ impl AddressSpace {
         if pte.has(Pte::OWNED) && maps != 1 {
             return Err(format!("owned frame {f:?} at {a:#x} mapped {maps} times"));
         }
+        self.check_rmap(v, a, pte)
+    }
+
+    /// The reverse map's invariant for one entry (`rmap.rs`): the frame's
+    /// owner is an object this VMA may map pages of (its file, or its
+    /// anonymous object or an ancestor of it; exactly its own object for an
+    /// owned frame), at the page's index, and that object records this VMA
+    /// at this address.
+    fn check_rmap(&self, v: &Vma, a: u64, pte: Pte) -> Result<(), String> {
+        use crate::frame::Owner;
+        let f = pte.frame();
+        let index = v.pgoff_at(a);
         let owner = self.frames.owner(f);
-        let expected = if pte.has(Pte::OWNED) {
-            let object = v.anon.get().map_or(0, |o| o.id());
-            Some(crate::frame::Owner::Anon {
-                object,
-                index: v.pgoff_at(a),
-            })
-        } else {
-            v.file().map(|file| crate::frame::Owner::File {
-                file: file.id(),
-                index: v.pgoff_at(a),
-            })
+        let bad = |why: &str| {
+            Err(format!(
+                "frame {f:?} at {a:#x} in {v:?}, owner {owner:?}: {why}"
+            ))
         };
-        match expected.map(crate::frame::Owner::normalized) {
-            Some(e) if e != owner => Err(format!(
-                "frame {f:?} at {a:#x} in {v:?} is owned by {owner:?}, not {e:?}"
-            )),
-            _ => Ok(()),
+        match owner {
+            Owner::Anon { index: i, .. } => {
+                let Some(anon) = v.anon.get() else {
+                    return bad("an anonymous page in a VMA without an anonymous object");
+                };
+                let own = Owner::Anon {
+                    object: anon.id(),
+                    index,
+                };
+                if pte.has(Pte::OWNED) && own.normalized() != owner {
+                    return bad("an owned frame of another object or index");
+                }
+                let ancestor = anon.chain().find(|o| {
+                    Owner::Anon {
+                        object: o.id(),
+                        index,
+                    }
+                    .normalized()
+                        == owner
+                });
+                match ancestor {
+                    None if i != index => bad("the page's index is not the VMA's"),
+                    None => bad("owned by an object outside the VMA's chain"),
+                    Some(o) if !o.mappings.has(self, a, index) => {
+                        bad("the owner does not record this VMA")
+                    }
+                    Some(_) => Ok(()),
+                }
+            }
+            Owner::File { .. } => {
+                let Some(file) = v.file() else {
+                    return bad("a file page in an anonymous VMA");
+                };
+                if pte.has(Pte::OWNED) {
+                    return bad("a file page marked owned");
+                }
+                let expected = Owner::File {
+                    file: file.id(),
+                    index,
+                };
+                if expected.normalized() != owner {
+                    return bad("not this file's page at this index");
+                }
+                if !file.mappings().has(self, a, index) {
+                    return bad("the file does not record this VMA");
+                }
+                Ok(())
+            }
+            Owner::None => bad("a mapped frame without an owner"),
         }
     }
 
@@ -589,7 +638,7 @@ impl Drop for AddressSpace {
             if let (true, false, Some(file)) = (v.shared, v.shmem, v.file()) {
                 file.write_back(v.pgoff, v.pgoff_at(v.end));
             }
-            v.forget_mappings();
+            v.forget_mappings(self);
         }
     }
 }

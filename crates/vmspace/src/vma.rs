@@ -55,7 +55,9 @@
 //! sharing a line, each such read pulled the line away from the faulting
 //! core (`docs/decisions.md`, `mixed_readers`).
 
-use crate::object::{AnonObject, File};
+use crate::frame::FrameAllocator;
+use crate::object::{AnonObject, File, Mapping};
+use crate::space::AddressSpace;
 use crate::sync::{spin_wait, AtomicU32, AtomicU64, Liveness, Ordering};
 use crate::writer::Writer;
 use std::cell::Cell;
@@ -285,6 +287,23 @@ impl Vma {
         v
     }
 
+    /// The child's copy of this VMA for `fork`, write-locked for the child's
+    /// writer `mm_seq`: the same attributes and backing, and, if this VMA
+    /// has an anonymous object, a new one whose parent it is (`rmap.rs`).
+    pub(crate) fn forked(&self, frames: &Arc<FrameAllocator>, mm_seq: u64) -> Vma {
+        let v = Vma {
+            anon: OnceLock::new(),
+            lock: Padded::new(VmaLock::new(mm_seq)),
+            alive: Liveness::new(),
+            backing: self.backing.clone(),
+            ..*self
+        };
+        if let Some(a) = self.anon.get() {
+            let _ = v.anon.set(AnonObject::new(frames, Some(a.clone())));
+        }
+        v
+    }
+
     /// The page offset that `addr` (inside or at the ends of the VMA) maps.
     pub fn pgoff_at(&self, addr: u64) -> u64 {
         if addr >= self.start {
@@ -420,35 +439,41 @@ impl Vma {
     ///
     /// # Preconditions
     /// The VMA is out of the tree (`w` took it out).
-    pub(crate) fn detach(&self, _w: &Writer<'_>) {
+    pub(crate) fn detach(&self, w: &Writer<'_>) {
         let was = self.lock.word.swap(DETACHED, Ordering::SeqCst);
         self.wait_for_readers();
         if was != DETACHED {
-            self.forget_mappings();
+            self.forget_mappings(w.space);
         }
     }
 
-    /// Records in the VMA's objects that it maps its range (`mappings.rs`).
-    /// Called once the VMA is built and before faults can reach it.
-    pub(crate) fn record_mappings(&self) {
-        let (first, end) = (self.pgoff, self.pgoff_at(self.end));
+    /// This VMA's reverse-map record (`rmap.rs`), as a VMA of `space`.
+    pub(crate) fn mapping(&self, space: &AddressSpace) -> Mapping {
+        Mapping::new(space, self.start, self.pgoff, self.pgoff_at(self.end))
+    }
+
+    /// Records the VMA in its objects (`mappings.rs`): its file, and its
+    /// anonymous object's chain. Called once the VMA is built and before
+    /// faults can reach it.
+    pub(crate) fn record_mappings(&self, space: &AddressSpace) {
+        let m = self.mapping(space);
         if let Some(file) = self.file() {
-            file.mapping_added(first, end);
+            file.mapping_added(m);
         }
         if let Some(anon) = self.anon.get() {
-            anon.mappings.add(first, end);
+            anon.record(m);
         }
     }
 
     /// The reverse of `record_mappings`, when the VMA is detached (or its
     /// address space dropped).
-    pub(crate) fn forget_mappings(&self) {
-        let (first, end) = (self.pgoff, self.pgoff_at(self.end));
+    pub(crate) fn forget_mappings(&self, space: &AddressSpace) {
+        let m = self.mapping(space);
         if let Some(file) = self.file() {
-            file.mapping_removed(first, end);
+            file.mapping_removed(m);
         }
         if let Some(anon) = self.anon.get() {
-            anon.mappings.remove(first, end, |_| ());
+            anon.forget(m);
         }
     }
 

@@ -114,7 +114,7 @@ impl Writer<'_> {
             MapSource::Anon if flags.shared => {
                 let pages = (end - start) / PAGE_SIZE;
                 let f = File::new_anonymous(pages, self.space.frames.clone());
-                (Backing::File(Arc::new(f)), 0, true)
+                (Backing::File(f), 0, true)
             }
             MapSource::Anon => (Backing::Anon, start / PAGE_SIZE, false),
         };
@@ -130,8 +130,8 @@ impl Writer<'_> {
     /// Stores a VMA (already write-locked for this writer) in the tree.
     pub(crate) fn insert(&mut self, vma: Vma) {
         let (s, e) = (vma.start, vma.end);
-        vma.record_mappings();
         let space = self.space;
+        vma.record_mappings(space);
         space
             .tree
             .store(self.token(), s, e, Arc::new(vma))

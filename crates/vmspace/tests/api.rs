@@ -71,7 +71,7 @@ fn bad_arguments_are_errors() {
         assert_eq!(s.mremap(0x10000, P, P, fixed_only), Err(Errno::EINVAL));
         assert_eq!(s.madvise_dontneed(0x10001, P), Err(Errno::EINVAL));
         assert_eq!(s.madvise_dontneed(0x10000, P), Err(Errno::ENOMEM));
-        let file = Arc::new(File::new(4, Box::new(ZeroStore), s.frames().clone()));
+        let file = File::new(4, Box::new(ZeroStore), s.frames().clone());
         let src = MapSource::File {
             file,
             pgoff: u64::MAX - 1,
@@ -216,11 +216,7 @@ fn shared_file_writes_are_visible_and_reach_the_store() {
             .open(&dir)
             .unwrap();
         disk.set_len(4 * P).unwrap();
-        let file = Arc::new(File::new(
-            4,
-            Box::new(DiskStore::new(disk)),
-            s.frames().clone(),
-        ));
+        let file = File::new(4, Box::new(DiskStore::new(disk)), s.frames().clone());
         let shared = MapFlags {
             shared: true,
             ..MapFlags::default()

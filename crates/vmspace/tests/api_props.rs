@@ -133,11 +133,11 @@ fn allowed(call: &Call, e: Errno) -> bool {
 
 fn sequence(strategy: vmspace::Strategy, calls: &[Call]) -> Result<(), TestCaseError> {
     let frames = Arc::new(FrameAllocator::new(512 * P).unwrap());
-    let file = Arc::new(File::new(
+    let file = File::new(
         16,
         Box::new(MemoryStore::new(16, |p, page| page[0] = p as u8)),
         frames.clone(),
-    ));
+    );
     let config = Config {
         strategy,
         max_map_count: 24,

@@ -31,7 +31,7 @@ fn dirty_shared_pages_reach_the_disk_when_the_mapping_goes() {
         {
             let frames = Arc::new(FrameAllocator::new(64 * P).unwrap());
             let s = AddressSpace::new(Config::default(), frames.clone()).unwrap();
-            let file = Arc::new(File::new(2, Box::new(DiskStore::new(disk)), frames));
+            let file = File::new(2, Box::new(DiskStore::new(disk)), frames);
             let shared = MapFlags {
                 shared: true,
                 ..MapFlags::default()

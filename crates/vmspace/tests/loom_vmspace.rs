@@ -248,7 +248,7 @@ fn vma_freed_only_after_readers_unpin_speculative() {
 fn shootdown_vs_access() {
     model(|| {
         let frames = Arc::new(FrameAllocator::new(P).unwrap());
-        let file = Arc::new(File::new(1, Box::new(ZeroStore), frames.clone()));
+        let file = File::new(1, Box::new(ZeroStore), frames.clone());
         let s = AddressSpace::new(
             Config {
                 strategy: Strategy::PerVma,

@@ -96,11 +96,7 @@ fn sleeping_fault(strategy: Strategy, unmap_faulting_range: bool) {
             true
         }
     }
-    let file = Arc::new(File::new(
-        4,
-        Box::new(Shared(store.clone())),
-        s.frames().clone(),
-    ));
+    let file = File::new(4, Box::new(Shared(store.clone())), s.frames().clone());
     let fa = 0x1000_0000;
     let src = MapSource::File { file, pgoff: 0 };
     s.mmap(fa, 4 * P, Prot::READ, fixed(), src).unwrap();
@@ -337,11 +333,11 @@ fn cow_fault_vs_madvise_dontneed() {
 fn two_cow_faults_on_one_page_cache_page() {
     for strategy in Strategy::ALL {
         let frames = Arc::new(FrameAllocator::new(64 * P).unwrap());
-        let file = Arc::new(File::new(
+        let file = File::new(
             1,
             Box::new(MemoryStore::new(1, |_, page| page[0] = 42)),
             frames.clone(),
-        ));
+        );
         let s = AddressSpace::new(
             Config {
                 strategy,

@@ -308,7 +308,7 @@ impl VmEnv {
         let pages = file_bytes / PAGE_SIZE;
         let files = (0..files)
             .map(|_| {
-                let f = Arc::new(File::new(pages, Box::new(ZeroStore), frames.clone()));
+                let f = File::new(pages, Box::new(ZeroStore), frames.clone());
                 for p in 0..pages {
                     f.fill(p)
                         .expect("warming a bench file: frame arena too small");
@@ -343,13 +343,7 @@ impl Env for VmEnv {
                     Box::new(SleepyStore(SLEEPY_LATENCY)),
                     self.space.frames().clone(),
                 );
-                (
-                    false,
-                    MapSource::File {
-                        file: Arc::new(file),
-                        pgoff: 0,
-                    },
-                )
+                (false, MapSource::File { file, pgoff: 0 })
             }
         };
         let flags = MapFlags {

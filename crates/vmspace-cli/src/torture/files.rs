@@ -42,20 +42,14 @@ impl Files {
         let data_stores: Vec<_> = DATA_IDS.iter().map(|&id| store(id, DATA_PAGES)).collect();
         let data = data_stores
             .iter()
-            .map(|s| {
-                Arc::new(File::new(
-                    DATA_PAGES,
-                    Box::new(FlakyStore(s.clone())),
-                    frames.clone(),
-                ))
-            })
+            .map(|s| File::new(DATA_PAGES, Box::new(FlakyStore(s.clone())), frames.clone()))
             .collect();
         let ro_store = store(RO_ID, RO_PAGES);
-        let ro = Arc::new(File::new(
+        let ro = File::new(
             RO_PAGES,
             Box::new(FlakyStore(ro_store.clone())),
             frames.clone(),
-        ));
+        );
         Files {
             data,
             data_stores,
@@ -67,11 +61,11 @@ impl Files {
 
     /// A new open of the read-only file: same store, empty page cache.
     fn reopen_ro(&self) -> Arc<File> {
-        Arc::new(File::new(
+        File::new(
             RO_PAGES,
             Box::new(FlakyStore(self.ro_store.clone())),
             self.frames.clone(),
-        ))
+        )
     }
 
     /// The initial word of a page of `object` (zero for shared memory).

@@ -13,10 +13,16 @@
 //! ([`File::cached`] returns `None`), so that it can drop its locks first and
 //! call [`File::fill`] with nothing held, then retry (Linux's VM_FAULT_RETRY).
 //!
-//! Dirty tracking: a write fault on a shared mapping marks the page dirty
-//! before the write can happen. Mappings stay writable after a write-back
-//! (there is no write-protect pass yet), so a marked page stays marked and
-//! every write-back writes it again. Simple, and loses nothing.
+//! Dirty tracking: a page is dirty from the write fault that makes a shared
+//! entry writable (the fault marks it right after installing the entry, so
+//! a write-back that runs between the two still finds it marked afterwards)
+//! until a write-back *cleans* it: the write-back clears the mark, then
+//! write-protects every entry that maps the page through the reverse map
+//! (`File::write_protect_page`, the `clean` event, with its shootdown), and
+//! only then copies the page to the store. A write that lands before the
+//! shootdown ends is in the copy; a write after it faults and marks the page
+//! dirty again. So no write is lost to a page thought clean. A failed write
+//! marks the page dirty again.
 //!
 //! # When dirty pages reach the store
 //!
@@ -49,7 +55,7 @@
 //! Locks: `fill` is taken with no PTE lock held (under at most a VMA read lock
 //! or the address-space lock); only the frame free list is taken under it.
 
-use super::mappings::Mappings;
+use super::mappings::{Mapping, Mappings};
 use crate::frame::{FrameAllocator, FrameId, PAGE_SIZE};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -220,10 +226,25 @@ pub enum FillError {
 
 impl File {
     /// A file of `pages` pages over `store`, caching into `frames`.
-    pub fn new(pages: u64, store: Box<dyn BackingStore>, frames: Arc<FrameAllocator>) -> File {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        File {
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
+    pub fn new(pages: u64, store: Box<dyn BackingStore>, frames: Arc<FrameAllocator>) -> Arc<File> {
+        File::build(pages, store, frames, false)
+    }
+
+    /// The object behind a shared anonymous mapping of `pages` pages: a file
+    /// whose store keeps nothing, and whose pages are dropped as soon as no
+    /// mapping covers them (see "Mappings").
+    pub(crate) fn new_anonymous(pages: u64, frames: Arc<FrameAllocator>) -> Arc<File> {
+        File::build(pages, Box::new(ZeroStore), frames, true)
+    }
+
+    fn build(
+        pages: u64,
+        store: Box<dyn BackingStore>,
+        frames: Arc<FrameAllocator>,
+        anonymous: bool,
+    ) -> Arc<File> {
+        Arc::new_cyclic(|weak| File {
+            id: frames.objects.insert_file(weak.clone()),
             pages,
             cache: (0..pages).map(|_| AtomicU32::new(0)).collect(),
             dirty: (0..pages).map(|_| AtomicBool::new(false)).collect(),
@@ -232,29 +253,19 @@ impl File {
             frames,
             error: parking_lot::Mutex::new(None),
             mappings: Mappings::default(),
-            anonymous: false,
-        }
+            anonymous,
+        })
     }
 
-    /// The object behind a shared anonymous mapping of `pages` pages: a file
-    /// whose store keeps nothing, and whose pages are dropped as soon as no
-    /// mapping covers them (see "Mappings").
-    pub(crate) fn new_anonymous(pages: u64, frames: Arc<FrameAllocator>) -> File {
-        let mut f = File::new(pages, Box::new(ZeroStore), frames);
-        f.anonymous = true;
-        f
+    /// Records an attached VMA that maps this file (`mappings.rs`).
+    pub(crate) fn mapping_added(&self, m: Mapping) {
+        self.mappings.add(m);
     }
 
-    /// Records that an attached VMA maps pages `[first, end)`
-    /// (`mappings.rs`).
-    pub(crate) fn mapping_added(&self, first: u64, end: u64) {
-        self.mappings.add(first, end);
-    }
-
-    /// Records that the VMA mapping `[first, end)` was detached; for shared
-    /// anonymous memory whose last mapping this was, drops every cached page.
-    pub(crate) fn mapping_removed(&self, first: u64, end: u64) {
-        let dropped = self.mappings.remove(first, end, |rest| {
+    /// Forgets the record of a detached VMA; for shared anonymous memory
+    /// whose last mapping this was, drops every cached page.
+    pub(crate) fn mapping_removed(&self, m: Mapping) {
+        let dropped = self.mappings.remove(m, |rest| {
             let mut dropped = Vec::new();
             if !self.anonymous || !rest.is_empty() {
                 return dropped;
@@ -271,6 +282,11 @@ impl File {
         if !dropped.is_empty() {
             self.release_after_grace(dropped);
         }
+    }
+
+    /// The records of the VMAs that map this file (`rmap.rs`).
+    pub(crate) fn mappings(&self) -> &Mappings {
+        &self.mappings
     }
 
     /// VMAs attached now that map this file (for checkers).
@@ -295,7 +311,8 @@ impl File {
         vmspace_tree::sync::defer_drop(&guard, Release(self.frames.clone(), dropped));
     }
 
-    /// The file's process-unique id.
+    /// The file's id in its arena (unique among the arena's live objects
+    /// and files; what its page-cache frames record as their owner).
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -352,7 +369,8 @@ impl File {
         Ok(f)
     }
 
-    /// Marks page `pgoff` dirty (a shared mapping is about to write it).
+    /// Marks page `pgoff` dirty (a fault just made a shared entry to it
+    /// writable, or a dirty entry to it was removed).
     pub fn mark_dirty(&self, pgoff: u64) {
         if let Some(d) = self.dirty.get(pgoff as usize) {
             d.store(true, Ordering::Relaxed);
@@ -378,15 +396,19 @@ impl File {
         let mut failed = 0;
         let mut buf = vec![0u8; PAGE_SIZE as usize];
         for p in first..end {
-            if !self.dirty[p as usize].load(Ordering::Relaxed) {
+            if !self.dirty[p as usize].swap(false, Ordering::AcqRel) {
                 continue;
             }
             let Some(f) = self.cached(p) else {
                 continue;
             };
+            // Clean, then copy (see "Dirty tracking"): a write after the
+            // write-protect faults and marks the page again.
+            self.write_protect_page(p);
             self.frames.read_frame(f, &mut buf);
             if let Err(e) = self.store.write_page(p, &buf) {
                 failed += 1;
+                self.dirty[p as usize].store(true, Ordering::Release);
                 self.error.lock().get_or_insert(e);
             }
         }
@@ -413,5 +435,6 @@ impl Drop for File {
                 self.frames.put(FrameId(f));
             }
         }
+        self.frames.objects.remove(self.id);
     }
 }

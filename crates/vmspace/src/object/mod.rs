@@ -5,5 +5,7 @@ mod anon;
 mod file;
 mod mappings;
 
+pub(crate) use mappings::Mapping;
+
 pub use anon::AnonObject;
 pub use file::{BackingStore, DiskStore, File, FillError, MemoryStore, ZeroStore};

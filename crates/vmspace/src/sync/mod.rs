@@ -15,8 +15,16 @@
 //!      │  │        address first)
 //!      │  └─ frame free lists (FrameAllocator: the steal lock, then one list;
 //!      │                       `redeal`, with no frame out: all, in order)
-//!      └─ a file's mapping list (File::mappings; taken by writers when a VMA
-//!         is stored or detached; only frame free lists under it)
+//!      ├─ PTE lock of a fork's child (fork holds the parent's entry lock and
+//!      │  then the child's, one pair at a time)
+//!      └─ rmap lock (an object's mapping list, `object/mappings.rs`: taken
+//!         for writing by writers when a VMA is stored or detached, and by
+//!         the fault that gives a VMA its anonymous object; only frame free
+//!         lists under it)
+//! rmap lock, taken for reading by a walk (`rmap.rs`: try_to_unmap,
+//!   page_referenced) with no address-space or VMA lock held
+//! └─ PTE lock (one at a time)
+//!    └─ Cpu registry lock (the visited address space's shootdown)
 //! Cpu registry lock (shootdown, `tlb.rs`): a leaf, taken under the
 //!   address-space lock, a VMA lock or nothing
 //! a file's write-back error slot: a leaf
@@ -43,8 +51,10 @@
 //! * each `Cpu`'s VMA cache (`vmacache.rs`) and lock-sequence hint (`vma.rs`):
 //!   touched by its own thread only.
 //!
-//! Documented exceptions: none yet (fork will write-lock every VMA of the
-//! parent while copying).
+//! Documented exceptions: `fork` (`fork.rs`) write-marks every VMA of the
+//! parent at once, under the parent's address-space write lock, while it
+//! copies (no parent fault may run meanwhile); the child's locks are its own
+//! and nothing else can reach the child before fork returns.
 
 // ---------------------------------------------------------------------------
 // The shim: every atomic, lock and spin of the protocols comes from here, so

@@ -1,0 +1,68 @@
+//! `fork`: a child address space that shares the parent's memory the way a
+//! forked Linux process does.
+//!
+//! * Every VMA is copied, with its attributes and backing. A VMA with an
+//!   anonymous object gets, in the child, a new object whose parent is the
+//!   parent VMA's, and the child VMA is recorded in both (and every further
+//!   ancestor): the reverse map's chain (`rmap.rs`).
+//! * Private pages are shared copy-on-write: the parent's entries lose write
+//!   permission and ownership, the child gets the same entries, and the
+//!   first write on either side copies (`fault.rs`). Shared mappings are not
+//!   copied entry by entry: the child faults their pages in from the page
+//!   cache, which both sides share.
+//!
+//! # Why every parent VMA is write-locked first
+//!
+//! The copy reads each VMA's anonymous object and later copies its entries.
+//! A fault on the parent between the two could give the VMA its object and
+//! map a page of it, which the copy would then share with a child VMA
+//! recorded in no chain that holds the page's owner: the reverse map would
+//! miss the child's entry (Linux 6.4 corrupted memory this way; its fix,
+//! commit fb49c455323f, write-locks every VMA of the parent before copying).
+//! Here too, every VMA of the parent is write-locked (`Vma::write_lock`)
+//! before anything is read: per-vma faults fall back to the address-space
+//! lock, which the fork holds, and speculative faults fail their validation.
+//! `debug::ProtocolBreak::ForkWithoutVmaLock` leaves the locks out, for the
+//! test that shows the checker notices.
+//!
+//! Locks: the parent's address-space lock (write), the parent's VMA write
+//! marks, then the child's address-space lock (write; the child is not yet
+//! visible to anyone), then PTE locks: a parent table's, then a child
+//! table's (`PageTable::copy_for_fork`), then the rmap locks of the child
+//! VMAs' objects when they are recorded.
+
+use crate::debug::{broken, ProtocolBreak};
+use crate::pagetable::{Event, FlushBatch, ADDR_LIMIT};
+use crate::space::AddressSpace;
+use std::sync::Arc;
+
+impl AddressSpace {
+    /// A child address space with a copy of this one's mappings (Linux's
+    /// `fork`, see the module documentation). Its `Cpu`s are its own; the
+    /// two share the frame arena.
+    pub fn fork(self: &Arc<Self>) -> Arc<AddressSpace> {
+        let child = AddressSpace::new(self.config.clone(), self.frames.clone())
+            .expect("the parent's configuration was validated");
+        let w = self.write_lock();
+        let vmas = self.vmas_in(0, ADDR_LIMIT);
+        if !broken(ProtocolBreak::ForkWithoutVmaLock) {
+            for v in &vmas {
+                v.write_lock(&w);
+            }
+        }
+        let mut cw = child.write_lock();
+        for v in &vmas {
+            let copy = v.forked(&self.frames, cw.seq);
+            cw.insert(copy);
+        }
+        let mut batch = FlushBatch::new(Event::Fork, true);
+        for v in vmas.iter().filter(|v| !v.shared) {
+            self.pt
+                .copy_for_fork(&child.pt, v.start, v.end, &self.frames, &mut batch);
+        }
+        self.flush(batch);
+        drop(cw);
+        drop(w);
+        child
+    }
+}
