@@ -28,6 +28,9 @@
 //! Cpu registry lock (shootdown, `tlb.rs`): a leaf, taken under the
 //!   address-space lock, a VMA lock or nothing
 //! a file's write-back error slot: a leaf
+//! swap slot state (`swap.rs`: bitmap and reference counts, atomics, no
+//!   lock): a leaf; no address-space, VMA, PTE or rmap lock is held across
+//!   swap I/O (SwapDevice::read/write)
 //! Write-back I/O (File::write_back) runs after the address-space lock is
 //! released (Writer::drop), with no lock held.
 //! ```
