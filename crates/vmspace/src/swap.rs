@@ -803,7 +803,7 @@ fn injected(what: &str, slot: SwapSlot) -> io::Error {
 }
 
 fn is_aligned(page: &[u8]) -> bool {
-    page.as_ptr() as usize % SLOT_BYTES == 0
+    (page.as_ptr() as usize).is_multiple_of(SLOT_BYTES)
 }
 
 // -- opening -------------------------------------------------------------------
