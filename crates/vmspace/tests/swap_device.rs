@@ -194,9 +194,21 @@ fn injected_failures_are_reported_and_counted() {
 
 #[test]
 fn concurrent_alloc_free_and_io() {
+    concurrent_use("concurrent", false);
+}
+
+#[test]
+fn concurrent_alloc_free_and_direct_io() {
+    concurrent_use("concurrent-direct", true);
+}
+
+/// Threads allocate, write, read back and free at once on a small device
+/// (full most of the time): no slot is handed out twice, no data is lost,
+/// and the counts agree at the end.
+fn concurrent_use(name: &str, direct: bool) {
     const THREADS: u64 = 4;
     const SLOTS: u64 = 200;
-    let dev = open("concurrent", SLOTS, false);
+    let dev = open(name, SLOTS, direct);
     let held: Mutex<HashSet<SwapSlot>> = Mutex::new(HashSet::new());
     let kept: Mutex<HashMap<SwapSlot, u32>> = Mutex::new(HashMap::new());
     std::thread::scope(|scope| {
@@ -235,6 +247,41 @@ fn concurrent_alloc_free_and_io() {
     let kept = kept.into_inner().unwrap();
     assert_eq!(dev.used(), kept.len() as u64);
     dev.check_against(&kept).unwrap();
+}
+
+#[test]
+fn the_last_of_racing_frees_frees_the_slot_once() {
+    const THREADS: u32 = 4;
+    let dev = open("racing-frees", 64, false);
+    let slots: Vec<SwapSlot> = std::iter::from_fn(|| dev.alloc()).collect();
+    for &s in &slots {
+        for _ in 1..THREADS {
+            dev.dup(s).unwrap();
+        }
+        assert_eq!(dev.refcount(s), THREADS);
+    }
+    // Every thread drops its reference to every slot, as parent and
+    // children exiting at once.
+    let last: Vec<Vec<SwapSlot>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                scope.spawn(|| {
+                    slots
+                        .iter()
+                        .filter(|&&s| dev.free(s).unwrap())
+                        .copied()
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut freed: Vec<SwapSlot> = last.into_iter().flatten().collect();
+    freed.sort();
+    assert_eq!(freed, slots, "each slot is freed by exactly one last free");
+    assert_eq!(dev.used(), 0);
+    dev.check_against(&HashMap::new()).unwrap();
+    assert_eq!(std::iter::from_fn(|| dev.alloc()).count(), 64);
 }
 
 #[test]
