@@ -296,7 +296,13 @@ impl File {
     /// dirty again: a write-back that copies the page after this returns
     /// cannot miss a write that reclaim would then lose. Called with no
     /// address-space, VMA or PTE lock held.
+    /// Only entries that map the cached frame change: a private mapping's
+    /// entry at that address may map its own anonymous copy, which is not
+    /// this page and must keep its dirty bit.
     pub(crate) fn write_protect_page(&self, pgoff: u64) {
+        let Some(cached) = self.cached(pgoff) else {
+            return;
+        };
         self.mappings().for_each_at(pgoff, &mut |space, addr| {
             let batch = space.pt.update(
                 addr,
@@ -304,7 +310,12 @@ impl File {
                 Event::Clean,
                 true,
                 space.frames(),
-                |_, pte| Pte(pte.0 & !(Pte::WRITE | Pte::DIRTY)),
+                |_, pte| {
+                    if pte.frame() != cached {
+                        return pte;
+                    }
+                    Pte(pte.0 & !(Pte::WRITE | Pte::DIRTY))
+                },
             );
             space.flush(batch);
         });

@@ -288,6 +288,40 @@ fn write_back_write_protects_so_later_writes_are_not_lost() {
     child.check_invariants().unwrap();
 }
 
+/// Cleaning a file page changes only entries that map the cached frame: a
+/// private mapping of the same file whose page was copied on write maps its
+/// own anonymous frame there, which stays writable and dirty.
+#[test]
+fn cleaning_a_file_page_leaves_private_copies_dirty() {
+    let frames = arena();
+    let file = vmspace::File::new(1, Box::new(MemoryStore::new(1, |_, _| ())), frames.clone());
+    let s = space_with(&frames, Strategy::PerVma);
+    let src = || MapSource::File {
+        file: file.clone(),
+        pgoff: 0,
+    };
+    let shared_at = s.mmap(0, P, Prot::READ_WRITE, shared(), src()).unwrap();
+    let private_at = s
+        .mmap(0, P, Prot::READ_WRITE, MapFlags::default(), src())
+        .unwrap();
+    let mut c = s.cpu();
+    c.write_u8(shared_at, 1).unwrap();
+    c.write_u8(private_at, 2).unwrap();
+    let copy = s.debug_ptes(private_at, private_at + P)[0];
+    assert!(copy.write && copy.dirty, "{copy:?}");
+    s.msync(shared_at, P).unwrap();
+    let e = s.debug_ptes(shared_at, shared_at + P)[0];
+    assert!(!e.write && !e.dirty, "the shared entry is cleaned: {e:?}");
+    let after = s.debug_ptes(private_at, private_at + P)[0];
+    assert_eq!(after.frame, copy.frame);
+    assert!(
+        after.write && after.dirty,
+        "the private copy is untouched: {after:?}"
+    );
+    assert_eq!(c.read_u8(private_at).unwrap(), 2);
+    s.check_invariants().unwrap();
+}
+
 /// The fork regression (Linux 6.4, fixed by write-locking every parent VMA
 /// before the copy): threads keep faulting fresh anonymous VMAs of the
 /// parent in while it forks. With the locks, every child is consistent:
