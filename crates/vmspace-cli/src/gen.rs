@@ -32,7 +32,9 @@ mod shadow;
 pub use cells::{all_cells, Call, Cell, ExecOnly, Limit, Precedence, RemapRow, Shape};
 pub use coverage::{classify, Coverage, Kind};
 
-use crate::script::{Backing, Op, Prot, Sharing, FILE_COUNT, FILE_PAGES, MAX_PGOFF, WINDOW_PAGES};
+use crate::script::{
+    Backing, MmapFlags, Op, Prot, Sharing, FILE_COUNT, FILE_PAGES, MAX_PGOFF, WINDOW_PAGES,
+};
 use shadow::{Region, Shadow};
 
 /// Where far pages cluster: far from the small region, so the two never meet.
@@ -293,6 +295,7 @@ impl<'a> Generator<'a> {
                 prot,
                 backing,
                 sharing,
+                ..
             } => self.shadow.map(Region {
                 start: page,
                 end: page + npages,
@@ -314,7 +317,14 @@ impl<'a> Generator<'a> {
                 }
                 self.written.push(page);
             }
-            Op::MadviseDontneed { .. } | Op::Read { .. } | Op::Maps => {}
+            Op::MadviseDontneed { .. }
+            | Op::Madvise { .. }
+            | Op::Mlock { .. }
+            | Op::Munlock { .. }
+            | Op::Fork
+            | Op::Side(_)
+            | Op::Read { .. }
+            | Op::Maps => {}
         }
     }
 
@@ -794,6 +804,7 @@ fn mmap(page: u64, npages: u64, prot: Prot, backing: Backing, sharing: Sharing) 
         prot,
         backing,
         sharing,
+        flags: MmapFlags::default(),
     }
 }
 
@@ -818,7 +829,15 @@ fn fit(op: Op) -> Op {
             prot,
             backing,
             sharing,
-        } => mmap(page, cut(page, npages), prot, well_formed(backing), sharing),
+            flags,
+        } => Op::Mmap {
+            page,
+            npages: cut(page, npages),
+            prot,
+            backing: well_formed(backing),
+            sharing,
+            flags,
+        },
         Op::Munmap { page, npages } => Op::Munmap {
             page,
             npages: cut(page, npages),
@@ -841,7 +860,29 @@ fn fit(op: Op) -> Op {
             let new_npages = cut(new_page.unwrap_or(page), new_npages);
             mremap(page, cut(page, old_npages), new_npages, new_page)
         }
-        Op::Write { .. } | Op::Read { .. } | Op::Maps => op,
+        Op::Madvise {
+            page,
+            npages,
+            advice,
+        } => Op::Madvise {
+            page,
+            npages: cut(page, npages),
+            advice,
+        },
+        Op::Mlock {
+            page,
+            npages,
+            onfault,
+        } => Op::Mlock {
+            page,
+            npages: cut(page, npages),
+            onfault,
+        },
+        Op::Munlock { page, npages } => Op::Munlock {
+            page,
+            npages: cut(page, npages),
+        },
+        Op::Write { .. } | Op::Read { .. } | Op::Maps | Op::Fork | Op::Side(_) => op,
     }
 }
 
