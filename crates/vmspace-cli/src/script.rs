@@ -947,6 +947,7 @@ maps
                 prot: Prot::READ_WRITE,
                 backing: Backing::Anon,
                 sharing: Sharing::Private,
+                flags: MmapFlags::default(),
             }
         );
         assert_eq!(ops[1], Op::Write { page: 3, value: 7 });
@@ -988,6 +989,7 @@ mprotect 0 65536 ---
                     },
                     backing: Backing::File { id: 8, pgoff: 1023 },
                     sharing: Sharing::Shared,
+                    flags: MmapFlags::default(),
                 },
                 Op::Munmap {
                     page: 65535,
@@ -1082,6 +1084,7 @@ maps";
                     prot: Prot::READ_WRITE,
                     backing: Backing::Anon,
                     sharing: Sharing::Shared,
+                    flags: MmapFlags::default(),
                 },
                 Op::Read { page: 2 },
             ]
@@ -1279,6 +1282,45 @@ maps";
         }
         assert_malformed("madvise 0 1 Free");
         assert_malformed("madvise 0 1 populate");
+    }
+
+    #[test]
+    fn mmap_flags_and_mlock_parse() {
+        let ops = parse(
+            "mmap 0 1 rw- anon private stack noreserve\nmlock 1 2\nmlock 1 2 onfault\nmunlock 3 4",
+        )
+        .unwrap();
+        let Op::Mmap { flags, .. } = ops[0] else {
+            panic!("{:?}", ops[0])
+        };
+        assert_eq!(
+            flags,
+            MmapFlags {
+                noreserve: true,
+                stack: true
+            }
+        );
+        assert_eq!(
+            ops[0].to_string(),
+            "mmap 0 1 rw- anon private noreserve stack"
+        );
+        assert_eq!(
+            ops[2],
+            Op::Mlock {
+                page: 1,
+                npages: 2,
+                onfault: true
+            }
+        );
+        assert_eq!(ops[3], Op::Munlock { page: 3, npages: 4 });
+        assert_malformed("mmap 0 1 rw- anon private stack stack");
+        assert_malformed("mmap 0 1 rw- anon private locked");
+        assert_malformed("mmap 0 1 rw- anon");
+        assert_malformed("mlock 0 1 now");
+        assert_malformed("mlock 0");
+        assert_malformed("mlock 0 1 onfault onfault");
+        assert_malformed("munlock 0 1 onfault");
+        assert_malformed("mlock 65535 2");
     }
 
     #[test]
@@ -1567,13 +1609,14 @@ maps";
             } else {
                 Sharing::Shared
             };
-            let op = match rng.gen_range(0..8) {
+            let op = match rng.gen_range(0..12) {
                 0 => Op::Mmap {
                     page,
                     npages,
                     prot,
                     backing,
                     sharing,
+                    flags: MmapFlags::default(),
                 },
                 1 => Op::Munmap { page, npages },
                 2 => Op::Mprotect { page, npages, prot },
@@ -1590,6 +1633,28 @@ maps";
                     new_page: Some(page),
                 },
                 5 => Op::MadviseDontneed { page, npages },
+                8 => Op::Madvise {
+                    page,
+                    npages,
+                    advice: Advice::ALL[rng.gen_range(0..Advice::ALL.len())],
+                },
+                9 => Op::Mlock {
+                    page,
+                    npages,
+                    onfault: rng.gen(),
+                },
+                10 => Op::Munlock { page, npages },
+                11 => Op::Mmap {
+                    page,
+                    npages,
+                    prot,
+                    backing,
+                    sharing,
+                    flags: MmapFlags {
+                        noreserve: rng.gen(),
+                        stack: rng.gen(),
+                    },
+                },
                 6 => Op::Write {
                     page,
                     value: rng.gen(),
