@@ -114,6 +114,12 @@ impl Prot {
     }
 }
 
+/// Whether `object` was made by `fork` for a child VMA (it has a parent):
+/// Linux's anon_vma chain of such a VMA holds more than its own anon_vma.
+fn forked_object(object: &AnonObject) -> bool {
+    object.chain().nth(1).is_some()
+}
+
 /// The protection key Linux reserves for execute-only mappings.
 pub const EXEC_ONLY_PKEY: u8 = 1;
 
@@ -389,22 +395,36 @@ impl Vma {
     }
 
     /// Whether `self` (below) and `next` (directly above) may become one VMA:
-    /// everything [`Vma::anon_compatible`] asks, the same protection too, and
-    /// compatible anonymous objects (Linux's `is_mergeable_vma` and
-    /// `is_mergeable_anon_vma`, without fork's anon_vma chains).
+    /// everything [`Vma::same_attributes`] asks, the same protection too,
+    /// and compatible anonymous objects (Linux's `is_mergeable_vma` and
+    /// `is_mergeable_anon_vma`): the same object, or only one of the two has
+    /// one and that one was not inherited through `fork` (Linux's
+    /// `vma_had_uncowed_parents`: a VMA whose anon_vma chain reaches a
+    /// parent's never merges with one that has no anon_vma).
     pub(crate) fn can_merge_with_next(&self, next: &Vma) -> bool {
         let anon_ok = match (self.anon.get(), next.anon.get()) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => true,
+            (Some(a), None) | (None, Some(a)) => !forked_object(a),
+            (None, None) => true,
         };
-        self.anon_compatible(next) && self.prot == next.prot && anon_ok
+        self.same_attributes(next) && self.prot == next.prot && anon_ok
     }
 
     /// Whether `self` (below) and `next` (directly above) may share an
-    /// anonymous object: they touch, have the same backing object with
-    /// contiguous page offsets, and the same attributes apart from protection
-    /// (Linux's `anon_vma_compatible`).
+    /// anonymous object (Linux's `anon_vma_compatible`, and
+    /// `reusable_anon_vma`'s condition that the object's chain is its own):
+    /// they have the same attributes apart from protection
+    /// ([`Vma::same_attributes`]), and neither has an object inherited
+    /// through `fork`.
     pub(crate) fn anon_compatible(&self, next: &Vma) -> bool {
+        let own = |v: &Vma| v.anon.get().is_none_or(|a| !forked_object(a));
+        self.same_attributes(next) && own(self) && own(next)
+    }
+
+    /// Whether `self` (below) and `next` (directly above) touch, have the
+    /// same backing object with contiguous page offsets, and the same
+    /// attributes apart from protection and anonymous object.
+    fn same_attributes(&self, next: &Vma) -> bool {
         let same_object = match (&self.backing, &next.backing) {
             (Backing::Anon, Backing::Anon) => true,
             (Backing::File(a), Backing::File(b)) => Arc::ptr_eq(a, b),
