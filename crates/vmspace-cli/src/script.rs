@@ -252,7 +252,7 @@ impl fmt::Display for MmapFlags {
 }
 
 /// The `madvise` advices besides `dontneed` (`MADV_*`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Advice {
     /// `free`: `MADV_FREE`.
     Free,
