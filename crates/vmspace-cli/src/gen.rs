@@ -1014,6 +1014,21 @@ mod tests {
         let has = |test: fn(&Op) -> bool| ops.iter().any(test);
         assert!(has(|op| matches!(op, Op::Munmap { .. })));
         assert!(has(|op| matches!(op, Op::MadviseDontneed { .. })));
+        assert!(has(|op| matches!(op, Op::Madvise { .. })));
+        assert!(has(|op| matches!(op, Op::Mlock { .. })));
+        assert!(has(|op| matches!(op, Op::Munlock { .. })));
+        assert!(has(|op| matches!(op, Op::Fork)));
+        assert!(has(|op| matches!(op, Op::Side(Side::Child))));
+        assert!(has(|op| matches!(
+            op,
+            Op::Mmap {
+                flags: MmapFlags {
+                    noreserve: true,
+                    ..
+                },
+                ..
+            }
+        )));
         assert!(has(|op| matches!(op, Op::Mremap { new_page: None, .. })));
         assert!(has(|op| matches!(
             op,

@@ -635,6 +635,62 @@ impl Drop for FrameAllocator {
     }
 }
 
+/// The lazy-free mark of every frame: one bit each (`madvise(MADV_FREE)`).
+///
+/// A frame is lazy-free when `MADV_FREE` found it mapped once, by private
+/// anonymous memory, and cleaned its entry (dirty bit cleared, flushed).
+/// Reclaim may then drop it instead of swapping it out, if its entry is
+/// still clean: a write after `MADV_FREE` sets the dirty bit again (the
+/// `Cpu` does, as hardware does) and the data must be kept. The mark is
+/// cleared when the frame is freed, so a frame handed out again never
+/// starts lazy-free.
+///
+/// Atomic bits, Relaxed: the mark is set under the PTE lock of the entry
+/// that maps the frame, and read by reclaim under that lock (or under the
+/// reverse map's lock that reaches the entry), which orders them.
+pub(crate) struct LazyFree(Box<[AtomicU64]>);
+
+impl LazyFree {
+    /// No frame of an arena of `frames` frames lazy-free.
+    fn new(frames: u32) -> LazyFree {
+        LazyFree(
+            (0..frames.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        )
+    }
+
+    /// The word and the bit of frame `f`.
+    fn bit(&self, f: FrameId) -> Option<(&AtomicU64, u64)> {
+        let word = self.0.get(f.0 as usize / 64)?;
+        Some((word, 1 << (f.0 % 64)))
+    }
+}
+
+impl FrameAllocator {
+    /// Marks `f` lazy-free (`madvise(MADV_FREE)`; see [`LazyFree`]).
+    pub(crate) fn mark_lazyfree(&self, f: FrameId) {
+        if let Some((word, bit)) = self.lazyfree.bit(f) {
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Clears the lazy-free mark of `f` (reclaim keeps a written page; a
+    /// freed frame loses it).
+    pub(crate) fn clear_lazyfree(&self, f: FrameId) {
+        if let Some((word, bit)) = self.lazyfree.bit(f) {
+            word.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `f` is lazy-free.
+    pub fn is_lazyfree(&self, f: FrameId) -> bool {
+        self.lazyfree
+            .bit(f)
+            .is_some_and(|(word, bit)| word.load(Ordering::Relaxed) & bit != 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -743,61 +799,5 @@ mod tests {
         assert!(a.alloc().is_none());
         a.set_failure_rate(0.0);
         assert!(a.alloc().is_some());
-    }
-}
-
-/// The lazy-free mark of every frame: one bit each (`madvise(MADV_FREE)`).
-///
-/// A frame is lazy-free when `MADV_FREE` found it mapped once, by private
-/// anonymous memory, and cleaned its entry (dirty bit cleared, flushed).
-/// Reclaim may then drop it instead of swapping it out, if its entry is
-/// still clean: a write after `MADV_FREE` sets the dirty bit again (the
-/// `Cpu` does, as hardware does) and the data must be kept. The mark is
-/// cleared when the frame is freed, so a frame handed out again never
-/// starts lazy-free.
-///
-/// Atomic bits, Relaxed: the mark is set under the PTE lock of the entry
-/// that maps the frame, and read by reclaim under that lock (or under the
-/// reverse map's lock that reaches the entry), which orders them.
-pub(crate) struct LazyFree(Box<[AtomicU64]>);
-
-impl LazyFree {
-    /// No frame of an arena of `frames` frames lazy-free.
-    fn new(frames: u32) -> LazyFree {
-        LazyFree(
-            (0..frames.div_ceil(64))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-        )
-    }
-
-    /// The word and the bit of frame `f`.
-    fn bit(&self, f: FrameId) -> Option<(&AtomicU64, u64)> {
-        let word = self.0.get(f.0 as usize / 64)?;
-        Some((word, 1 << (f.0 % 64)))
-    }
-}
-
-impl FrameAllocator {
-    /// Marks `f` lazy-free (`madvise(MADV_FREE)`; see [`LazyFree`]).
-    pub(crate) fn mark_lazyfree(&self, f: FrameId) {
-        if let Some((word, bit)) = self.lazyfree.bit(f) {
-            word.fetch_or(bit, Ordering::Relaxed);
-        }
-    }
-
-    /// Clears the lazy-free mark of `f` (reclaim keeps a written page; a
-    /// freed frame loses it).
-    pub(crate) fn clear_lazyfree(&self, f: FrameId) {
-        if let Some((word, bit)) = self.lazyfree.bit(f) {
-            word.fetch_and(!bit, Ordering::Relaxed);
-        }
-    }
-
-    /// Whether `f` is lazy-free.
-    pub fn is_lazyfree(&self, f: FrameId) -> bool {
-        self.lazyfree
-            .bit(f)
-            .is_some_and(|(word, bit)| word.load(Ordering::Relaxed) & bit != 0)
     }
 }

@@ -214,3 +214,46 @@ impl ForkTracker {
 fn read_value(line: &str) -> Option<u8> {
     line.strip_prefix("= ")?.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::parse;
+
+    /// The cells of each op of `script`, given its host output.
+    fn cells(script: &str, output: &[&str]) -> Vec<Vec<Cell>> {
+        let ops = parse(script).unwrap();
+        let mut tracker = ForkTracker::default();
+        ops.iter()
+            .zip(output)
+            .map(|(op, line)| tracker.step(op, line))
+            .collect()
+    }
+
+    #[test]
+    fn fork_cells_follow_the_output() {
+        let script = "write 0 1\nwrite 8 2\nfork\nchild\nwrite 0 5\nwrite 8 6\nmunmap 20 2\n\
+                      parent\nread 0\nread 8\nread 20\nwrite 1 7\nread 0";
+        let output = [
+            "ok", "ok", "ok", "child", "ok", "ok", "ok", "parent", "= 1", "= 6", "= 0", "ok", "= 5",
+        ];
+        let got = cells(script, &output);
+        assert!(got[..4].iter().all(Vec::is_empty), "{got:?}");
+        assert_eq!(got[4], vec![Cell::Fork(ForkCase::WriteInChild)]);
+        assert_eq!(got[8], vec![Cell::Fork(ForkCase::CowOfShared)]);
+        assert_eq!(got[9], vec![Cell::Fork(ForkCase::SharedAcross)]);
+        assert_eq!(got[10], vec![Cell::Fork(ForkCase::MunmapOneSide)]);
+        assert_eq!(got[11], vec![Cell::Fork(ForkCase::WriteInParent)]);
+        // A read that shows the other side's write is no copy-on-write.
+        assert_eq!(got[12], vec![Cell::Fork(ForkCase::SharedAcross)]);
+    }
+
+    #[test]
+    fn nothing_counts_before_a_fork_or_on_failures() {
+        let got = cells(
+            "write 0 1\nread 0\nfork\nchild\nwrite 0 2",
+            &["ok", "= 1", "err ENOMEM", "child", "SEGV"],
+        );
+        assert!(got.iter().all(Vec::is_empty), "{got:?}");
+    }
+}
