@@ -17,8 +17,8 @@
 use crate::script::{self, Backing, Op, Outcome, Sharing};
 use std::sync::{Arc, OnceLock};
 use vmspace::{
-    AddressSpace, Config, Errno, File, FrameAllocator, MapFlags, MapSource, MemoryStore, Prot,
-    RemapFlags, Strategy,
+    AddressSpace, Advice, Config, Errno, File, FrameAllocator, MapFlags, MapSource, MemoryStore,
+    Prot, RemapFlags, Strategy,
 };
 
 /// Where page 0 of the window lives in the address space.
@@ -65,6 +65,7 @@ pub fn apply(
             prot: p,
             backing,
             sharing,
+            flags: extra,
         } => {
             let source = match backing {
                 Backing::Anon => MapSource::Anon,
@@ -77,11 +78,19 @@ pub fn apply(
                 shared: sharing == Sharing::Shared,
                 fixed: placement == Placement::Replace,
                 fixed_noreplace: placement == Placement::NoReplace,
+                noreserve: extra.noreserve,
+                stack: extra.stack,
                 ..MapFlags::default()
             };
             space.mmap(addr(page), bytes(npages), prot(p), flags, source)
         }
         Op::Munmap { page, npages } => done(space.munmap(addr(page), bytes(npages))),
+        Op::Mlock {
+            page,
+            npages,
+            onfault,
+        } => done(space.mlock(addr(page), bytes(npages), onfault)),
+        Op::Munlock { page, npages } => done(space.munlock(addr(page), bytes(npages))),
         Op::Mprotect {
             page,
             npages,
@@ -102,9 +111,27 @@ pub fn apply(
         Op::MadviseDontneed { page, npages } => {
             done(space.madvise_dontneed(addr(page), bytes(npages)))
         }
-        Op::Write { .. } | Op::Read { .. } | Op::Maps => return None,
+        Op::Madvise {
+            page,
+            npages,
+            advice,
+        } => done(space.madvise(addr(page), bytes(npages), self::advice(advice))),
+        Op::Write { .. } | Op::Read { .. } | Op::Maps | Op::Fork | Op::Side(_) => return None,
     };
     Some(result)
+}
+
+/// The library's advice for a script's.
+fn advice(advice: script::Advice) -> Advice {
+    match advice {
+        script::Advice::Free => Advice::Free,
+        script::Advice::Dontfork => Advice::DontFork,
+        script::Advice::Dofork => Advice::DoFork,
+        script::Advice::Wipeonfork => Advice::WipeOnFork,
+        script::Advice::Keeponfork => Advice::KeepOnFork,
+        script::Advice::PopulateRead => Advice::PopulateRead,
+        script::Advice::PopulateWrite => Advice::PopulateWrite,
+    }
 }
 
 /// `msync(MS_SYNC)` of window pages `page .. page + npages`.
@@ -166,10 +193,13 @@ impl ScriptFiles {
     }
 }
 
-/// One script's address space, files and `Cpu`.
+/// One script's address spaces (the parent's, and the child's after a
+/// `fork`), their `Cpu`s, the side the script runs on, and its files.
 struct Exec {
     space: Arc<AddressSpace>,
     cpu: vmspace::Cpu,
+    child: Option<(Arc<AddressSpace>, vmspace::Cpu)>,
+    side: script::Side,
     files: ScriptFiles,
 }
 
@@ -206,6 +236,8 @@ impl Exec {
         Exec {
             space,
             cpu,
+            child: None,
+            side: script::Side::Parent,
             files: ScriptFiles {
                 files: (0..script::FILE_COUNT).map(|_| OnceLock::new()).collect(),
                 frames,
@@ -213,10 +245,26 @@ impl Exec {
         }
     }
 
-    fn maps(&self) -> Outcome {
+    /// The address space and `Cpu` of the side the script runs on.
+    fn current(&mut self) -> (&Arc<AddressSpace>, &mut vmspace::Cpu) {
+        match (&mut self.child, self.side) {
+            (Some((space, cpu)), script::Side::Child) => (space, cpu),
+            _ => (&self.space, &mut self.cpu),
+        }
+    }
+
+    /// `fork`: the parent's space forks; the script stays on the parent.
+    fn fork(&mut self) -> Outcome {
+        let child = self.space.fork();
+        let cpu = child.cpu();
+        self.child = Some((child, cpu));
+        Outcome::Ok
+    }
+
+    fn maps(&mut self) -> Outcome {
         let end = addr(script::WINDOW_PAGES);
-        let entries = self
-            .space
+        let space = self.current().0.clone();
+        let entries = space
             .maps()
             .into_iter()
             .filter(|m| m.end > WINDOW_BASE && m.start < end)
@@ -244,15 +292,23 @@ impl Exec {
 
 impl script::Backend for Exec {
     fn exec(&mut self, op: &Op) -> Outcome {
-        if let Some(result) = apply(&self.space, &self.files, op, Placement::Replace) {
+        let space = self.current().0.clone();
+        if let Some(result) = apply(&space, &self.files, op, Placement::Replace) {
             return outcome(result);
         }
         match *op {
             Op::Write { page, value } => {
-                access(self.cpu.write_u8(addr(page), value), |_| Outcome::Ok)
+                access(self.current().1.write_u8(addr(page), value), |_| {
+                    Outcome::Ok
+                })
             }
-            Op::Read { page } => access(self.cpu.read_u8(addr(page)), Outcome::Value),
+            Op::Read { page } => access(self.current().1.read_u8(addr(page)), Outcome::Value),
             Op::Maps => self.maps(),
+            Op::Fork => self.fork(),
+            Op::Side(side) => {
+                self.side = side;
+                Outcome::Side(side)
+            }
             _ => unreachable!("apply handles every mapping op"),
         }
     }

@@ -26,13 +26,17 @@
 
 mod cells;
 mod coverage;
+mod fork;
 mod rules;
 mod shadow;
 
-pub use cells::{all_cells, Call, Cell, ExecOnly, Limit, Precedence, RemapRow, Shape};
+pub use cells::{all_cells, Call, Cell, ExecOnly, ForkCase, Limit, Precedence, RemapRow, Shape};
 pub use coverage::{classify, Coverage, Kind};
 
-use crate::script::{Backing, Op, Prot, Sharing, FILE_COUNT, FILE_PAGES, MAX_PGOFF, WINDOW_PAGES};
+use crate::script::{
+    Advice, Backing, MmapFlags, Op, Prot, Sharing, Side, FILE_COUNT, FILE_PAGES, MAX_PGOFF,
+    WINDOW_PAGES,
+};
 use shadow::{Region, Shadow};
 
 /// Where far pages cluster: far from the small region, so the two never meet.
@@ -158,10 +162,11 @@ enum Step {
     Bad,
     Memory,
     Rule,
+    Fork,
 }
 
 /// How often each kind of step is drawn.
-const STEPS: [(u64, Step); 13] = [
+const STEPS: [(u64, Step); 14] = [
     (13, Step::MmapFresh),
     (8, Step::MmapNext),
     (5, Step::MmapOver),
@@ -175,7 +180,12 @@ const STEPS: [(u64, Step); 13] = [
     (4, Step::Bad),
     (2, Step::Memory),
     (RULE_WEIGHT, Step::Rule),
+    (FORK_WEIGHT, Step::Fork),
 ];
+
+/// How often a step is the fork step (module `fork`): the first forks and
+/// works both sides, later ones switch sides.
+const FORK_WEIGHT: u64 = 3;
 
 /// How often a step is a scenario aimed at a rule cell (module `rules`), out
 /// of the 102 that the other steps weigh.
@@ -204,6 +214,8 @@ struct Generator<'a> {
     written: Vec<u64>,
     /// Rule scenarios so far (each takes the next slot of the rule area).
     rule_slots: u64,
+    /// The side ops run on, once the script has forked.
+    side: Option<Side>,
     ops: Vec<Op>,
 }
 
@@ -218,6 +230,7 @@ impl<'a> Generator<'a> {
             files,
             written: Vec::new(),
             rule_slots: 0,
+            side: None,
             ops: Vec::new(),
         }
     }
@@ -248,6 +261,10 @@ impl<'a> Generator<'a> {
         }
         if step == Step::Rule {
             self.rule_scenario();
+            return;
+        }
+        if step == Step::Fork {
+            self.fork_step();
             return;
         }
         if self.shadow.regions().len() < 2 && self.rng.chance(50) {
@@ -293,6 +310,7 @@ impl<'a> Generator<'a> {
                 prot,
                 backing,
                 sharing,
+                ..
             } => self.shadow.map(Region {
                 start: page,
                 end: page + npages,
@@ -314,7 +332,14 @@ impl<'a> Generator<'a> {
                 }
                 self.written.push(page);
             }
-            Op::MadviseDontneed { .. } | Op::Read { .. } | Op::Maps => {}
+            Op::MadviseDontneed { .. }
+            | Op::Madvise { .. }
+            | Op::Mlock { .. }
+            | Op::Munlock { .. }
+            | Op::Fork
+            | Op::Side(_)
+            | Op::Read { .. }
+            | Op::Maps => {}
         }
     }
 
@@ -510,7 +535,16 @@ impl<'a> Generator<'a> {
         let len = self.length();
         let page = self.place(len);
         let backing = self.backing(page, len);
-        mmap(page, len, self.prot(), backing, self.sharing())
+        let mut op = mmap(page, len, self.prot(), backing, self.sharing());
+        if let Op::Mmap { flags, .. } = &mut op {
+            if self.rng.chance(10) {
+                *flags = MmapFlags {
+                    noreserve: self.rng.chance(60),
+                    stack: self.rng.chance(50),
+                };
+            }
+        }
+        op
     }
 
     /// A mapping right after (or before) `region`, usually compatible with it:
@@ -723,13 +757,28 @@ impl<'a> Generator<'a> {
         mremap(page, old, new, Some(target))
     }
 
+    /// `madvise` (mostly `dontneed`, else another advice), `mlock` or
+    /// `munlock` of `region`, part of it, or a range across its end.
     fn madvise(&mut self, region: Region) -> Op {
         let (page, npages) = match self.rng.below(6) {
             0..=2 => (region.start, region.len()),
             3..=4 => self.inside(region),
             _ => self.across(region),
         };
-        Op::MadviseDontneed { page, npages }
+        match self.rng.below(20) {
+            0..=9 => Op::MadviseDontneed { page, npages },
+            10..=16 => Op::Madvise {
+                page,
+                npages,
+                advice: self.rng.pick(&Advice::ALL),
+            },
+            17..=18 => Op::Mlock {
+                page,
+                npages,
+                onfault: self.rng.chance(30),
+            },
+            _ => Op::Munlock { page, npages },
+        }
     }
 
     fn write(&mut self, region: Option<Region>) -> Op {
@@ -794,6 +843,7 @@ fn mmap(page: u64, npages: u64, prot: Prot, backing: Backing, sharing: Sharing) 
         prot,
         backing,
         sharing,
+        flags: MmapFlags::default(),
     }
 }
 
@@ -818,7 +868,15 @@ fn fit(op: Op) -> Op {
             prot,
             backing,
             sharing,
-        } => mmap(page, cut(page, npages), prot, well_formed(backing), sharing),
+            flags,
+        } => Op::Mmap {
+            page,
+            npages: cut(page, npages),
+            prot,
+            backing: well_formed(backing),
+            sharing,
+            flags,
+        },
         Op::Munmap { page, npages } => Op::Munmap {
             page,
             npages: cut(page, npages),
@@ -841,7 +899,29 @@ fn fit(op: Op) -> Op {
             let new_npages = cut(new_page.unwrap_or(page), new_npages);
             mremap(page, cut(page, old_npages), new_npages, new_page)
         }
-        Op::Write { .. } | Op::Read { .. } | Op::Maps => op,
+        Op::Madvise {
+            page,
+            npages,
+            advice,
+        } => Op::Madvise {
+            page,
+            npages: cut(page, npages),
+            advice,
+        },
+        Op::Mlock {
+            page,
+            npages,
+            onfault,
+        } => Op::Mlock {
+            page,
+            npages: cut(page, npages),
+            onfault,
+        },
+        Op::Munlock { page, npages } => Op::Munlock {
+            page,
+            npages: cut(page, npages),
+        },
+        Op::Write { .. } | Op::Read { .. } | Op::Maps | Op::Fork | Op::Side(_) => op,
     }
 }
 
@@ -934,6 +1014,21 @@ mod tests {
         let has = |test: fn(&Op) -> bool| ops.iter().any(test);
         assert!(has(|op| matches!(op, Op::Munmap { .. })));
         assert!(has(|op| matches!(op, Op::MadviseDontneed { .. })));
+        assert!(has(|op| matches!(op, Op::Madvise { .. })));
+        assert!(has(|op| matches!(op, Op::Mlock { .. })));
+        assert!(has(|op| matches!(op, Op::Munlock { .. })));
+        assert!(has(|op| matches!(op, Op::Fork)));
+        assert!(has(|op| matches!(op, Op::Side(Side::Child))));
+        assert!(has(|op| matches!(
+            op,
+            Op::Mmap {
+                flags: MmapFlags {
+                    noreserve: true,
+                    ..
+                },
+                ..
+            }
+        )));
         assert!(has(|op| matches!(op, Op::Mremap { new_page: None, .. })));
         assert!(has(|op| matches!(
             op,

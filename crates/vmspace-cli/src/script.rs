@@ -145,6 +145,24 @@ pub enum Op {
         backing: Backing,
         /// Private or shared.
         sharing: Sharing,
+        /// `noreserve` and `stack`, the optional words after SHARING.
+        flags: MmapFlags,
+    },
+    /// `mlock PAGE NPAGES [onfault]`: `mlock2(..., MLOCK_ONFAULT or 0)`.
+    Mlock {
+        /// First page.
+        page: u64,
+        /// Length in pages (may be 0).
+        npages: u64,
+        /// `MLOCK_ONFAULT`: lock without populating.
+        onfault: bool,
+    },
+    /// `munlock PAGE NPAGES`.
+    Munlock {
+        /// First page.
+        page: u64,
+        /// Length in pages (may be 0).
+        npages: u64,
     },
     /// `munmap PAGE NPAGES`.
     Munmap {
@@ -195,6 +213,106 @@ pub enum Op {
     },
     /// `maps`: list the mappings inside the window.
     Maps,
+    /// `madvise PAGE NPAGES ADVICE` for an advice other than `dontneed`.
+    Madvise {
+        /// First page.
+        page: u64,
+        /// Length in pages (may be 0).
+        npages: u64,
+        /// The advice.
+        advice: Advice,
+    },
+    /// `fork`: the address space forks (the host process calls `fork(2)`);
+    /// the lines after it still run in the parent until a `child` line.
+    Fork,
+    /// `child` or `parent`: the lines after it run on that side of the fork.
+    Side(Side),
+}
+
+/// The optional flags of `mmap`: the words `noreserve` and `stack`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmapFlags {
+    /// `noreserve`: `MAP_NORESERVE`.
+    pub noreserve: bool,
+    /// `stack`: `MAP_STACK`.
+    pub stack: bool,
+}
+
+impl fmt::Display for MmapFlags {
+    /// ` noreserve` and/or ` stack` (each with its leading space), or nothing.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.noreserve {
+            f.write_str(" noreserve")?;
+        }
+        if self.stack {
+            f.write_str(" stack")?;
+        }
+        Ok(())
+    }
+}
+
+/// The `madvise` advices besides `dontneed` (`MADV_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Advice {
+    /// `free`: `MADV_FREE`.
+    Free,
+    /// `dontfork`: `MADV_DONTFORK`.
+    Dontfork,
+    /// `dofork`: `MADV_DOFORK`.
+    Dofork,
+    /// `wipeonfork`: `MADV_WIPEONFORK`.
+    Wipeonfork,
+    /// `keeponfork`: `MADV_KEEPONFORK`.
+    Keeponfork,
+    /// `populate_read`: `MADV_POPULATE_READ`.
+    PopulateRead,
+    /// `populate_write`: `MADV_POPULATE_WRITE`.
+    PopulateWrite,
+}
+
+impl Advice {
+    /// Every advice, in the order the spec lists them.
+    pub const ALL: [Advice; 7] = [
+        Advice::Free,
+        Advice::Dontfork,
+        Advice::Dofork,
+        Advice::Wipeonfork,
+        Advice::Keeponfork,
+        Advice::PopulateRead,
+        Advice::PopulateWrite,
+    ];
+
+    /// The word of a script line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Advice::Free => "free",
+            Advice::Dontfork => "dontfork",
+            Advice::Dofork => "dofork",
+            Advice::Wipeonfork => "wipeonfork",
+            Advice::Keeponfork => "keeponfork",
+            Advice::PopulateRead => "populate_read",
+            Advice::PopulateWrite => "populate_write",
+        }
+    }
+}
+
+/// The side of a fork that a script's lines run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The process (address space) that called `fork`.
+    Parent,
+    /// The process (address space) `fork` created.
+    Child,
+}
+
+impl fmt::Display for Side {
+    /// `parent` or `child`: the line that selects the side, and its result.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Parent => "parent",
+            Side::Child => "child",
+        })
+    }
 }
 
 impl fmt::Display for Op {
@@ -207,9 +325,22 @@ impl fmt::Display for Op {
                 prot,
                 backing,
                 sharing,
+                flags,
             } => {
-                write!(f, "mmap {page} {npages} {prot} {backing} {sharing}")
+                write!(f, "mmap {page} {npages} {prot} {backing} {sharing}{flags}")
             }
+            Op::Mlock {
+                page,
+                npages,
+                onfault,
+            } => {
+                write!(f, "mlock {page} {npages}")?;
+                if *onfault {
+                    f.write_str(" onfault")?;
+                }
+                Ok(())
+            }
+            Op::Munlock { page, npages } => write!(f, "munlock {page} {npages}"),
             Op::Munmap { page, npages } => write!(f, "munmap {page} {npages}"),
             Op::Mprotect { page, npages, prot } => write!(f, "mprotect {page} {npages} {prot}"),
             Op::Mremap {
@@ -228,6 +359,13 @@ impl fmt::Display for Op {
             Op::Write { page, value } => write!(f, "write {page} {value}"),
             Op::Read { page } => write!(f, "read {page}"),
             Op::Maps => f.write_str("maps"),
+            Op::Madvise {
+                page,
+                npages,
+                advice,
+            } => write!(f, "madvise {page} {npages} {}", advice.name()),
+            Op::Fork => f.write_str("fork"),
+            Op::Side(side) => side.fmt(f),
         }
     }
 }
@@ -295,6 +433,7 @@ pub fn read(mut input: impl BufRead) -> Result<Vec<Op>, ReadError> {
     let mut ops = Vec::new();
     let mut bytes = Vec::new();
     let (mut line, mut total) = (0, 0u64);
+    let mut forked = false;
     loop {
         bytes.clear();
         let n = input
@@ -321,10 +460,28 @@ pub fn read(mut input: impl BufRead) -> Result<Vec<Op>, ReadError> {
             return Err(malformed(line, message));
         }
         match parse_line(&String::from_utf8_lossy(&bytes)) {
-            Ok(Some(op)) => ops.push(op),
+            Ok(Some(op)) => {
+                if let Err(message) = check_fork_order(&op, &mut forked) {
+                    return Err(malformed(line, message));
+                }
+                ops.push(op)
+            }
             Ok(None) => {}
             Err(message) => return Err(malformed(line, message)),
         }
+    }
+}
+
+/// A script forks at most once, and selects a side only after its `fork`.
+fn check_fork_order(op: &Op, forked: &mut bool) -> Result<(), String> {
+    match op {
+        Op::Fork if *forked => Err("a script forks at most once".to_owned()),
+        Op::Fork => {
+            *forked = true;
+            Ok(())
+        }
+        Op::Side(side) if !*forked => Err(format!("`{side}` before the script's `fork`")),
+        _ => Ok(()),
     }
 }
 
@@ -352,6 +509,12 @@ fn parse_line(line: &str) -> Result<Option<Op>, String> {
     let op = match name {
         "mmap" => parse_mmap(args)?,
         "munmap" => parse_munmap(args)?,
+        "mlock" => parse_mlock(args)?,
+        "munlock" => {
+            let [page, npages] = arity(args, "munlock PAGE NPAGES")?;
+            let (page, npages) = page_range(page, npages)?;
+            Op::Munlock { page, npages }
+        }
         "mprotect" => parse_mprotect(args)?,
         "mremap" => parse_mremap(args)?,
         "madvise" => parse_madvise(args)?,
@@ -361,21 +524,72 @@ fn parse_line(line: &str) -> Result<Option<Op>, String> {
             let [] = arity::<0>(args, "maps")?;
             Op::Maps
         }
+        "fork" => {
+            let [] = arity::<0>(args, "fork")?;
+            Op::Fork
+        }
+        "child" => {
+            let [] = arity::<0>(args, "child")?;
+            Op::Side(Side::Child)
+        }
+        "parent" => {
+            let [] = arity::<0>(args, "parent")?;
+            Op::Side(Side::Parent)
+        }
         _ => return Err(format!("unknown operation {}", quote(name))),
     };
     Ok(Some(op))
 }
 
 fn parse_mmap(args: &[&str]) -> Result<Op, String> {
-    let [page, npages, prot, backing, sharing] =
-        arity(args, "mmap PAGE NPAGES PROT BACKING SHARING")?;
+    let usage = "mmap PAGE NPAGES PROT BACKING SHARING [noreserve] [stack]";
+    let (args, extra) = args.split_at(args.len().min(5));
+    let [page, npages, prot, backing, sharing] = arity(args, usage)?;
     let (page, npages) = page_range(page, npages)?;
+    let mut flags = MmapFlags::default();
+    for &word in extra {
+        let flag = match word {
+            "noreserve" => &mut flags.noreserve,
+            "stack" => &mut flags.stack,
+            _ => {
+                return Err(format!(
+                    "mmap flag {} is neither `noreserve` nor `stack`",
+                    quote(word)
+                ))
+            }
+        };
+        if *flag {
+            return Err(format!("mmap flag `{word}` appears twice"));
+        }
+        *flag = true;
+    }
     Ok(Op::Mmap {
         page,
         npages,
         prot: parse_prot(prot)?,
         backing: parse_backing(backing)?,
         sharing: parse_sharing(sharing)?,
+        flags,
+    })
+}
+
+fn parse_mlock(args: &[&str]) -> Result<Op, String> {
+    let (page, npages, onfault) = match *args {
+        [page, npages] => (page, npages, false),
+        [page, npages, "onfault"] => (page, npages, true),
+        [_, _, word] => return Err(format!("mlock flag {} is not `onfault`", quote(word))),
+        _ => {
+            return Err(format!(
+                "`mlock PAGE NPAGES [onfault]` takes 2 or 3 arguments, found {}",
+                args.len()
+            ))
+        }
+    };
+    let (page, npages) = page_range(page, npages)?;
+    Ok(Op::Mlock {
+        page,
+        npages,
+        onfault,
     })
 }
 
@@ -419,12 +633,22 @@ fn parse_mremap(args: &[&str]) -> Result<Op, String> {
 }
 
 fn parse_madvise(args: &[&str]) -> Result<Op, String> {
-    let [page, npages, advice] = arity(args, "madvise PAGE NPAGES dontneed")?;
+    let [page, npages, advice] = arity(args, "madvise PAGE NPAGES ADVICE")?;
     let (page, npages) = page_range(page, npages)?;
-    if advice != "dontneed" {
-        return Err(format!("advice {} is not `dontneed`", quote(advice)));
+    if advice == "dontneed" {
+        return Ok(Op::MadviseDontneed { page, npages });
     }
-    Ok(Op::MadviseDontneed { page, npages })
+    match Advice::ALL.into_iter().find(|a| a.name() == advice) {
+        Some(advice) => Ok(Op::Madvise {
+            page,
+            npages,
+            advice,
+        }),
+        None => Err(format!(
+            "advice {} is not one vmscript knows",
+            quote(advice)
+        )),
+    }
 }
 
 fn parse_write(args: &[&str]) -> Result<Op, String> {
@@ -601,6 +825,8 @@ pub enum Outcome {
     Oom,
     /// `maps ...`: the mappings inside the window, in address order.
     Maps(Vec<MapEntry>),
+    /// `parent` or `child`: the side the following lines run on.
+    Side(Side),
 }
 
 impl fmt::Display for Outcome {
@@ -613,6 +839,7 @@ impl fmt::Display for Outcome {
             Outcome::Sigbus => f.write_str("SIGBUS"),
             Outcome::Oom => f.write_str("OOM"),
             Outcome::Maps(entries) => f.write_str(&format_maps(entries)),
+            Outcome::Side(side) => side.fmt(f),
         }
     }
 }
@@ -720,6 +947,7 @@ maps
                 prot: Prot::READ_WRITE,
                 backing: Backing::Anon,
                 sharing: Sharing::Private,
+                flags: MmapFlags::default(),
             }
         );
         assert_eq!(ops[1], Op::Write { page: 3, value: 7 });
@@ -761,6 +989,7 @@ mprotect 0 65536 ---
                     },
                     backing: Backing::File { id: 8, pgoff: 1023 },
                     sharing: Sharing::Shared,
+                    flags: MmapFlags::default(),
                 },
                 Op::Munmap {
                     page: 65535,
@@ -803,8 +1032,13 @@ mprotect 7 8 rw-
 mremap 1 2 3
 mremap 1 2 3 4
 madvise 5 6 dontneed
+madvise 5 6 free
+madvise 5 6 populate_write
 write 9 10
+fork
+child
 read 11
+parent
 maps";
         let ops = parse(text).unwrap();
         let printed: Vec<String> = ops.iter().map(Op::to_string).collect();
@@ -850,6 +1084,7 @@ maps";
                     prot: Prot::READ_WRITE,
                     backing: Backing::Anon,
                     sharing: Sharing::Shared,
+                    flags: MmapFlags::default(),
                 },
                 Op::Read { page: 2 },
             ]
@@ -1032,6 +1267,75 @@ maps";
         assert_malformed("mmap 0 1 r-- anon both");
         assert_malformed("madvise 0 1 willneed");
         assert_malformed("madvise 0 1 DONTNEED");
+    }
+
+    #[test]
+    fn every_advice_parses_by_its_name() {
+        for advice in Advice::ALL {
+            let ops = parse(&format!("madvise 1 2 {}", advice.name())).unwrap();
+            let expected = Op::Madvise {
+                page: 1,
+                npages: 2,
+                advice,
+            };
+            assert_eq!(ops, vec![expected]);
+        }
+        assert_malformed("madvise 0 1 Free");
+        assert_malformed("madvise 0 1 populate");
+    }
+
+    #[test]
+    fn mmap_flags_and_mlock_parse() {
+        let ops = parse(
+            "mmap 0 1 rw- anon private stack noreserve\nmlock 1 2\nmlock 1 2 onfault\nmunlock 3 4",
+        )
+        .unwrap();
+        let Op::Mmap { flags, .. } = ops[0] else {
+            panic!("{:?}", ops[0])
+        };
+        assert_eq!(
+            flags,
+            MmapFlags {
+                noreserve: true,
+                stack: true
+            }
+        );
+        assert_eq!(
+            ops[0].to_string(),
+            "mmap 0 1 rw- anon private noreserve stack"
+        );
+        assert_eq!(
+            ops[2],
+            Op::Mlock {
+                page: 1,
+                npages: 2,
+                onfault: true
+            }
+        );
+        assert_eq!(ops[3], Op::Munlock { page: 3, npages: 4 });
+        assert_malformed("mmap 0 1 rw- anon private stack stack");
+        assert_malformed("mmap 0 1 rw- anon private locked");
+        assert_malformed("mmap 0 1 rw- anon");
+        assert_malformed("mlock 0 1 now");
+        assert_malformed("mlock 0");
+        assert_malformed("mlock 0 1 onfault onfault");
+        assert_malformed("munlock 0 1 onfault");
+        assert_malformed("mlock 65535 2");
+    }
+
+    #[test]
+    fn fork_comes_once_and_before_the_sides() {
+        let ops = parse("fork\nchild\nread 1\nparent\nchild\n").unwrap();
+        assert_eq!(ops[0], Op::Fork);
+        assert_eq!(ops[1], Op::Side(Side::Child));
+        assert_eq!(ops[3], Op::Side(Side::Parent));
+        assert_eq!(parse_err("read 1\nchild\n").0, 2);
+        assert_eq!(parse_err("parent\nfork\n").0, 1);
+        assert_eq!(parse_err("fork\nchild\nfork\n").0, 3);
+        assert_malformed("fork 1");
+        assert_malformed("child now");
+        assert_eq!(Outcome::Side(Side::Child).to_string(), "child");
+        assert_eq!(Outcome::Side(Side::Parent).to_string(), "parent");
     }
 
     #[test]
@@ -1305,13 +1609,14 @@ maps";
             } else {
                 Sharing::Shared
             };
-            let op = match rng.gen_range(0..8) {
+            let op = match rng.gen_range(0..12) {
                 0 => Op::Mmap {
                     page,
                     npages,
                     prot,
                     backing,
                     sharing,
+                    flags: MmapFlags::default(),
                 },
                 1 => Op::Munmap { page, npages },
                 2 => Op::Mprotect { page, npages, prot },
@@ -1328,6 +1633,28 @@ maps";
                     new_page: Some(page),
                 },
                 5 => Op::MadviseDontneed { page, npages },
+                8 => Op::Madvise {
+                    page,
+                    npages,
+                    advice: Advice::ALL[rng.gen_range(0..Advice::ALL.len())],
+                },
+                9 => Op::Mlock {
+                    page,
+                    npages,
+                    onfault: rng.gen(),
+                },
+                10 => Op::Munlock { page, npages },
+                11 => Op::Mmap {
+                    page,
+                    npages,
+                    prot,
+                    backing,
+                    sharing,
+                    flags: MmapFlags {
+                        noreserve: rng.gen(),
+                        stack: rng.gen(),
+                    },
+                },
                 6 => Op::Write {
                     page,
                     value: rng.gen(),

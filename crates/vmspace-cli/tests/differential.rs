@@ -14,7 +14,8 @@
 //!   moves, faults or errors; and the rule cells
 //!   ([`vmspace_cli::gen::Cell`]: each `mremap` matrix row by shape of the old
 //!   range, each errno of each call, Linux's check order, execute-only keys,
-//!   the file offset limit), each with its minimum.
+//!   the file offset limit, both sides of a fork, the advices besides
+//!   `dontneed`, `mlock`), each with its minimum.
 //! * `gen_command_reproduces_the_test_scripts`: `vmspace gen` writes exactly
 //!   the scripts this test runs, so a failing seed can be replayed by hand.
 //!
@@ -44,10 +45,10 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use vmspace_cli::gen::{
-    all_cells, classify, generate, script_text, Call, Cell, Coverage, ExecOnly, GenConfig, Kind,
-    Limit, Precedence, RemapRow, Shape,
+    all_cells, classify, generate, script_text, Call, Cell, Coverage, ExecOnly, ForkCase,
+    GenConfig, Kind, Limit, Precedence, RemapRow, Shape,
 };
-use vmspace_cli::script::{parse, Op};
+use vmspace_cli::script::{parse, Advice, Op};
 
 /// Scripts per `vmspace replay` invocation.
 const BATCH: usize = 200;
@@ -182,6 +183,26 @@ const CELL_MINIMUMS: &[(Cell, Option<&str>, u64)] = &[
         80,
     ),
     (Cell::Limit(Limit::FileOffsetGrowPast), Some("ok"), 25),
+    // Both sides of a fork: writes on each side, copy-on-write of a page
+    // shared with the child, munmap on one side, shared mappings.
+    (Cell::Fork(ForkCase::WriteInParent), Some("ok"), 1400),
+    (Cell::Fork(ForkCase::WriteInChild), Some("ok"), 1400),
+    (Cell::Fork(ForkCase::CowOfShared), None, 2000),
+    (Cell::Fork(ForkCase::MunmapOneSide), None, 450),
+    (Cell::Fork(ForkCase::SharedAcross), None, 1200),
+    // The advices besides dontneed, and mlock.
+    (Cell::Advice(Advice::Free), Some("ok"), 18),
+    (Cell::Advice(Advice::Free), Some("err EINVAL"), 40),
+    (Cell::Advice(Advice::Dontfork), Some("ok"), 140),
+    (Cell::Advice(Advice::Dofork), Some("ok"), 30),
+    (Cell::Advice(Advice::Wipeonfork), Some("ok"), 110),
+    (Cell::Advice(Advice::Wipeonfork), Some("err EINVAL"), 35),
+    (Cell::Advice(Advice::Keeponfork), Some("ok"), 40),
+    (Cell::Advice(Advice::PopulateRead), Some("ok"), 30),
+    (Cell::Advice(Advice::PopulateRead), Some("err EINVAL"), 8),
+    (Cell::Advice(Advice::PopulateWrite), Some("ok"), 20),
+    (Cell::Advice(Advice::PopulateWrite), Some("err EINVAL"), 15),
+    (Cell::Error(Call::Mlock), Some("err ENOMEM"), 30),
 ];
 
 /// The minimum count of each errno the host produces for generated scripts
@@ -450,6 +471,7 @@ fn build_corpus() -> Corpus {
     let started = Instant::now();
     let scripts: Vec<Script> = (0..count)
         .map(|index| write_generated(&dir, first_seed, index))
+        .filter(memlock_allows)
         .collect();
     let run = replay(Backend::Host, &scripts);
     assert!(
@@ -543,7 +565,11 @@ fn hand_written_scripts_match() {
         "expected the rule scripts in {}",
         dir.display()
     );
-    let scripts: Vec<Script> = paths.into_iter().map(hand_written).collect();
+    let scripts: Vec<Script> = paths
+        .into_iter()
+        .map(hand_written)
+        .filter(memlock_allows)
+        .collect();
     let host = replay(Backend::Host, &scripts);
     assert!(host.failures.is_empty(), "{}", host.failures.join("\n"));
     let host: Vec<Vec<String>> = host
@@ -557,6 +583,42 @@ fn hand_written_scripts_match() {
             panic!("hand-written scripts, {}: {report}", other.name());
         }
     }
+}
+
+/// Whether the host lets `script` lock its pages: `false` (with the reason
+/// printed, so the skip is never silent) for a script whose `mlock` calls
+/// could lock more than the host's `RLIMIT_MEMLOCK` allows (the sum of
+/// their lengths; the scripts stay far below 8 MiB). Linux would refuse
+/// those calls (`ENOMEM`, `EAGAIN` or `EPERM`) for a reason vmspace does not
+/// model.
+fn memlock_allows(script: &Script) -> bool {
+    let pages: u64 = script
+        .ops
+        .iter()
+        .map(|op| match *op {
+            Op::Mlock { npages, .. } => npages,
+            _ => 0,
+        })
+        .sum();
+    if pages == 0 {
+        return true;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid place for getrlimit to store the limit.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0;
+    let needed = pages * 4096;
+    if ok && (limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur >= needed) {
+        return true;
+    }
+    eprintln!(
+        "SKIPPED {}: the host's RLIMIT_MEMLOCK ({} bytes) is below the {needed} bytes \
+         the script may lock",
+        script.label, limit.rlim_cur
+    );
+    false
 }
 
 /// A script of `tests/scripts`, parsed.

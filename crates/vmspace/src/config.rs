@@ -82,6 +82,14 @@ pub struct MapFlags {
     pub fixed_noreplace: bool,
     /// `MAP_GROWSDOWN`: a stack that grows down on faults just below it.
     pub growsdown: bool,
+    /// `MAP_NORESERVE`: the mapping is never charged (Linux's
+    /// `VM_NORESERVE`, a VMA flag that keeps it from merging with charged
+    /// neighbours).
+    pub noreserve: bool,
+    /// `MAP_STACK`: Linux (6.7 and later) gives the mapping
+    /// `VM_NOHUGEPAGE`, a VMA flag that keeps it from merging with
+    /// neighbours without it.
+    pub stack: bool,
 }
 
 /// `mremap` flags.

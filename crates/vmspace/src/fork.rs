@@ -10,6 +10,13 @@
 //!   first write on either side copies (`fault.rs`). Shared mappings are not
 //!   copied entry by entry: the child faults their pages in from the page
 //!   cache, which both sides share.
+//! * `madvise` shapes the child as in Linux's `dup_mmap`: a `dontfork`
+//!   VMA (`VM_DONTCOPY`) is left out; a `wipeonfork` VMA is copied with
+//!   none of its pages and no anonymous object, so the child reads zeros;
+//!   a `locked` VMA is copied unlocked (`VM_LOCKED` is not inherited).
+//! * Accounting: the child's committed pages are those of its `account`
+//!   VMAs (`AddressSpace::committed_pages`), so a fork adds the child's
+//!   copy of every charged VMA it copies, and nothing for a `dontfork` one.
 //!
 //! # Why every parent VMA is write-locked first
 //!
@@ -51,12 +58,13 @@ impl AddressSpace {
             }
         }
         let mut cw = child.write_lock();
-        for v in &vmas {
+        for v in vmas.iter().filter(|v| !v.dontfork) {
             let copy = v.forked(&self.frames, cw.seq);
             cw.insert(copy);
         }
         let mut batch = FlushBatch::new(Event::Fork, true);
-        for v in vmas.iter().filter(|v| !v.shared) {
+        let copied = |v: &&Arc<crate::vma::Vma>| !v.shared && !v.dontfork && !v.wipeonfork;
+        for v in vmas.iter().filter(copied) {
             self.pt
                 .copy_for_fork(&child.pt, v.start, v.end, &self.frames, &mut batch);
         }

@@ -206,6 +206,8 @@ pub struct FrameAllocator {
     /// The anonymous objects and files whose frames live here, by id
     /// (`rmap.rs`).
     pub(crate) objects: crate::rmap::ObjectTable,
+    /// Which frames `madvise(MADV_FREE)` made lazy-free (see [`LazyFree`]).
+    lazyfree: LazyFree,
 }
 
 /// The free lists of a new arena of `frames` frames (frame 0 excluded): each
@@ -281,6 +283,7 @@ impl FrameAllocator {
             fail_seed: std::sync::atomic::AtomicU64::new(0x2545_F491_4F6C_DD1D),
             poison: cfg!(debug_assertions),
             objects: Default::default(),
+            lazyfree: LazyFree::new(frames),
         })
     }
 
@@ -468,6 +471,7 @@ impl FrameAllocator {
                 f.0
             );
             meta.owner.store(0, Ordering::Relaxed);
+            self.clear_lazyfree(f);
             if self.poison {
                 self.fill(f, POISON);
             }
@@ -628,6 +632,62 @@ impl Drop for FrameAllocator {
         unsafe {
             libc::munmap(self.base.cast(), self.frames as usize * PAGE_SIZE as usize);
         }
+    }
+}
+
+/// The lazy-free mark of every frame: one bit each (`madvise(MADV_FREE)`).
+///
+/// A frame is lazy-free when `MADV_FREE` found it mapped once, by private
+/// anonymous memory, and cleaned its entry (dirty bit cleared, flushed).
+/// Reclaim may then drop it instead of swapping it out, if its entry is
+/// still clean: a write after `MADV_FREE` sets the dirty bit again (the
+/// `Cpu` does, as hardware does) and the data must be kept. The mark is
+/// cleared when the frame is freed, so a frame handed out again never
+/// starts lazy-free.
+///
+/// Atomic bits, Relaxed: the mark is set under the PTE lock of the entry
+/// that maps the frame, and read by reclaim under that lock (or under the
+/// reverse map's lock that reaches the entry), which orders them.
+pub(crate) struct LazyFree(Box<[AtomicU64]>);
+
+impl LazyFree {
+    /// No frame of an arena of `frames` frames lazy-free.
+    fn new(frames: u32) -> LazyFree {
+        LazyFree(
+            (0..frames.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        )
+    }
+
+    /// The word and the bit of frame `f`.
+    fn bit(&self, f: FrameId) -> Option<(&AtomicU64, u64)> {
+        let word = self.0.get(f.0 as usize / 64)?;
+        Some((word, 1 << (f.0 % 64)))
+    }
+}
+
+impl FrameAllocator {
+    /// Marks `f` lazy-free (`madvise(MADV_FREE)`; see [`LazyFree`]).
+    pub(crate) fn mark_lazyfree(&self, f: FrameId) {
+        if let Some((word, bit)) = self.lazyfree.bit(f) {
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Clears the lazy-free mark of `f` (reclaim keeps a written page; a
+    /// freed frame loses it).
+    pub(crate) fn clear_lazyfree(&self, f: FrameId) {
+        if let Some((word, bit)) = self.lazyfree.bit(f) {
+            word.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `f` is lazy-free.
+    pub fn is_lazyfree(&self, f: FrameId) -> bool {
+        self.lazyfree
+            .bit(f)
+            .is_some_and(|(word, bit)| word.load(Ordering::Relaxed) & bit != 0)
     }
 }
 

@@ -34,6 +34,7 @@ mod fault;
 mod fork;
 mod frame;
 mod inspect;
+mod madvise;
 mod object;
 mod pagetable;
 mod remap;
@@ -53,6 +54,7 @@ pub use error::{Access, Errno, Fault, FaultCause};
 pub use frame::{ArenaError, FrameAllocator, FrameId, Owner, PAGE_SIZE, POISON};
 #[doc(hidden)]
 pub use inspect::PteInfo;
+pub use madvise::Advice;
 pub use object::{AnonObject, BackingStore, DiskStore, File, FillError, MemoryStore, ZeroStore};
 pub use pagetable::{ADDR_LIMIT, TASK_SIZE};
 pub use rmap::UnmapError;

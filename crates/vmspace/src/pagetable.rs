@@ -700,6 +700,33 @@ impl PageTable {
             });
         }
     }
+
+    /// `madvise(MADV_FREE)`'s update: clears the dirty and accessed bits of
+    /// every present entry of `[start, end)` whose frame `select` accepts
+    /// (called under the entry's PTE lock, so it may read and mark the
+    /// frame's metadata consistently with the entry). Each cleaned page is
+    /// recorded as changed, so the flush waits for every `Cpu` that may
+    /// still store through the entry it read dirty: a store that comes after
+    /// the flush sets the dirty bit again. Permissions stay as they are.
+    pub(crate) fn clean_range(
+        &self,
+        start: u64,
+        end: u64,
+        mut select: impl FnMut(FrameId) -> bool,
+    ) -> FlushBatch {
+        let mut batch = FlushBatch::new(Event::Clean, true);
+        self.for_each_table(start, end, |base, table| {
+            let mut g = table.lock();
+            for a in pages(start.max(base), end.min(base + TABLE_SPAN)) {
+                let old = g.get(a);
+                if old.present() && select(old.frame()) {
+                    g.set(a, Pte(old.0 & !(Pte::DIRTY | Pte::ACCESSED)));
+                    batch.page_changed(a);
+                }
+            }
+        });
+        batch
+    }
 }
 
 /// Visits the non-empty last-level slots under `dir` (of `level`, covering

@@ -492,38 +492,6 @@ impl AddressSpace {
         w.mprotect(addr, end, prot)
     }
 
-    /// Linux's `madvise(MADV_DONTNEED)`: drops the pages of `[addr, addr + len)`.
-    /// Private anonymous memory reads as zeros again, private file memory as
-    /// the file's content, shared memory keeps its content. `ENOMEM` when part
-    /// of the range is unmapped (the mapped parts are still dropped).
-    pub fn madvise_dontneed(&self, addr: u64, len: u64) -> Result<(), Errno> {
-        if !page_aligned(addr) {
-            return Err(Errno::EINVAL);
-        }
-        if len == 0 {
-            return Ok(());
-        }
-        let end = page_align_up(len)
-            .and_then(|l| addr.checked_add(l))
-            .ok_or(Errno::EINVAL)?;
-        let w = self.write_lock();
-        let vmas = self.vmas_in(addr, end);
-        let mut covered = addr;
-        let mut hole = false;
-        for v in &vmas {
-            hole |= v.start > covered;
-            covered = v.end;
-        }
-        hole |= covered < end;
-        let batch = w.zap(addr, end, Event::Zap);
-        self.flush(batch);
-        if hole {
-            Err(Errno::ENOMEM)
-        } else {
-            Ok(())
-        }
-    }
-
     /// Resizes and/or moves a mapping (Linux's `mremap`); returns its address.
     pub fn mremap(
         &self,

@@ -114,6 +114,12 @@ impl Prot {
     }
 }
 
+/// Whether `object` was made by `fork` for a child VMA (it has a parent):
+/// Linux's anon_vma chain of such a VMA holds more than its own anon_vma.
+fn forked_object(object: &AnonObject) -> bool {
+    object.chain().nth(1).is_some()
+}
+
 /// The protection key Linux reserves for execute-only mappings.
 pub const EXEC_ONLY_PKEY: u8 = 1;
 
@@ -144,6 +150,30 @@ pub struct Vma {
     pub account: bool,
     /// Whether the object is shared anonymous memory (prints as `anon` with `s`).
     pub shmem: bool,
+    /// Linux's `VM_DONTCOPY` (`madvise(MADV_DONTFORK)`): `fork` leaves the
+    /// VMA out of the child. A VMA flag: it takes part in merge decisions.
+    /// Immutable.
+    pub dontfork: bool,
+    /// Linux's `VM_WIPEONFORK` (`madvise(MADV_WIPEONFORK)`, private
+    /// anonymous memory only): the child gets the VMA with none of its
+    /// pages, so it reads zeros. A VMA flag, as `dontfork`. Immutable.
+    pub wipeonfork: bool,
+    /// Linux's `VM_LOCKED` (`mlock`): the pages stay resident (reclaim skips
+    /// them); the VMA's pages were populated when it was locked, unless
+    /// `lock_onfault`. A VMA flag; `fork`'s child does not inherit it.
+    /// Immutable.
+    pub locked: bool,
+    /// Linux's `VM_LOCKONFAULT` (`mlock2(MLOCK_ONFAULT)`): locked, but pages
+    /// are not populated by the lock, only kept once faulted in. Immutable.
+    pub lock_onfault: bool,
+    /// Linux's `VM_NORESERVE` (`MAP_NORESERVE`): the mapping is never
+    /// charged (`account` stays false, even when made writable). A VMA
+    /// flag. Immutable.
+    pub noreserve: bool,
+    /// Linux's `VM_NOHUGEPAGE`, which `MAP_STACK` sets (Linux 6.7 and
+    /// later): no transparent huge pages. vmspace has none; the flag is kept
+    /// because it takes part in merge decisions as in Linux. Immutable.
+    pub nohugepage: bool,
     /// The protection key: 0, or [`EXEC_ONLY_PKEY`] for an execute-only
     /// mapping on a CPU with keys (`Config::exec_only_pkey`). Part of the
     /// VMA's flags, as in Linux: it takes part in merge and anonymous-object
@@ -254,6 +284,12 @@ impl Vma {
             pkey: 0,
             account: !shared && prot.write,
             shmem: false,
+            dontfork: false,
+            wipeonfork: false,
+            locked: false,
+            lock_onfault: false,
+            noreserve: false,
+            nohugepage: false,
             backing,
             pgoff,
             anon: OnceLock::new(),
@@ -288,16 +324,24 @@ impl Vma {
     }
 
     /// The child's copy of this VMA for `fork`, write-locked for the child's
-    /// writer `mm_seq`: the same attributes and backing, and, if this VMA
-    /// has an anonymous object, a new one whose parent it is (`rmap.rs`).
+    /// writer `mm_seq`: the same attributes and backing, unlocked (Linux's
+    /// `dup_mmap` clears `VM_LOCKED` in the child), and, if this VMA has an
+    /// anonymous object and is not `wipeonfork`, a new one whose parent it
+    /// is (`rmap.rs`). A `wipeonfork` copy starts with no anonymous object,
+    /// like a new mapping.
     pub(crate) fn forked(&self, frames: &Arc<FrameAllocator>, mm_seq: u64) -> Vma {
         let v = Vma {
             anon: OnceLock::new(),
             lock: Padded::new(VmaLock::new(mm_seq)),
             alive: Liveness::new(),
             backing: self.backing.clone(),
+            locked: false,
+            lock_onfault: false,
             ..*self
         };
+        if self.wipeonfork {
+            return v;
+        }
         if let Some(a) = self.anon.get() {
             let _ = v.anon.set(AnonObject::new(frames, Some(a.clone())));
         }
@@ -351,22 +395,36 @@ impl Vma {
     }
 
     /// Whether `self` (below) and `next` (directly above) may become one VMA:
-    /// everything [`Vma::anon_compatible`] asks, the same protection too, and
-    /// compatible anonymous objects (Linux's `is_mergeable_vma` and
-    /// `is_mergeable_anon_vma`, without fork's anon_vma chains).
+    /// everything [`Vma::same_attributes`] asks, the same protection too,
+    /// and compatible anonymous objects (Linux's `is_mergeable_vma` and
+    /// `is_mergeable_anon_vma`): the same object, or only one of the two has
+    /// one and that one was not inherited through `fork` (Linux's
+    /// `vma_had_uncowed_parents`: a VMA whose anon_vma chain reaches a
+    /// parent's never merges with one that has no anon_vma).
     pub(crate) fn can_merge_with_next(&self, next: &Vma) -> bool {
         let anon_ok = match (self.anon.get(), next.anon.get()) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => true,
+            (Some(a), None) | (None, Some(a)) => !forked_object(a),
+            (None, None) => true,
         };
-        self.anon_compatible(next) && self.prot == next.prot && anon_ok
+        self.same_attributes(next) && self.prot == next.prot && anon_ok
     }
 
     /// Whether `self` (below) and `next` (directly above) may share an
-    /// anonymous object: they touch, have the same backing object with
-    /// contiguous page offsets, and the same attributes apart from protection
-    /// (Linux's `anon_vma_compatible`).
+    /// anonymous object (Linux's `anon_vma_compatible`, and
+    /// `reusable_anon_vma`'s condition that the object's chain is its own):
+    /// they have the same attributes apart from protection
+    /// ([`Vma::same_attributes`]), and neither has an object inherited
+    /// through `fork`.
     pub(crate) fn anon_compatible(&self, next: &Vma) -> bool {
+        let own = |v: &Vma| v.anon.get().is_none_or(|a| !forked_object(a));
+        self.same_attributes(next) && own(self) && own(next)
+    }
+
+    /// Whether `self` (below) and `next` (directly above) touch, have the
+    /// same backing object with contiguous page offsets, and the same
+    /// attributes apart from protection and anonymous object.
+    fn same_attributes(&self, next: &Vma) -> bool {
         let same_object = match (&self.backing, &next.backing) {
             (Backing::Anon, Backing::Anon) => true,
             (Backing::File(a), Backing::File(b)) => Arc::ptr_eq(a, b),
@@ -378,8 +436,27 @@ impl Vma {
             && self.growsdown == next.growsdown
             && self.account == next.account
             && self.shmem == next.shmem
+            && self.same_flags(next)
             && self.pkey == next.pkey
             && self.pgoff_at(self.end) == next.pgoff
+    }
+
+    /// Whether the two VMAs have the same `madvise`, `mlock` and `mmap`
+    /// flags (`dontfork`, `wipeonfork`, `locked`, `lock_onfault`,
+    /// `noreserve`, `nohugepage`): Linux merges only VMAs whose `vm_flags`
+    /// are equal.
+    pub(crate) fn same_flags(&self, other: &Vma) -> bool {
+        let flags = |v: &Vma| {
+            [
+                v.dontfork,
+                v.wipeonfork,
+                v.locked,
+                v.lock_onfault,
+                v.noreserve,
+                v.nohugepage,
+            ]
+        };
+        flags(self) == flags(other)
     }
 
     /// Whether the VMA left the tree.

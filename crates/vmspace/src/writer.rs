@@ -120,6 +120,11 @@ impl Writer<'_> {
         };
         let mut v = Vma::new(start, end, prot, flags.shared, backing, pgoff, self.seq);
         v.growsdown = flags.growsdown;
+        // Linux's `calc_vm_flag_bits` and `mmap_region`: MAP_NORESERVE is
+        // VM_NORESERVE, never charged; MAP_STACK is VM_NOHUGEPAGE.
+        v.noreserve = flags.noreserve;
+        v.account &= !flags.noreserve;
+        v.nohugepage = flags.stack;
         if self.space.config.exec_only_pkey && prot.is_exec_only() {
             v.pkey = crate::vma::EXEC_ONLY_PKEY;
         }
@@ -307,6 +312,36 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Gives `[start, end)`, which lies inside one VMA, the flags `set`
+    /// makes of that VMA's (Linux's `vma_modify_flags`, for `madvise` and
+    /// `mlock`): nothing when they are the same, else the VMA is split at
+    /// the range's ends, the range gets a new VMA with the new flags, and it
+    /// merges with its neighbours where Linux would. The page table is left
+    /// as it is. `ENOMEM` when a split meets the map-count limit.
+    pub(crate) fn change_flags(
+        &mut self,
+        start: u64,
+        end: u64,
+        set: impl Fn(&mut Vma),
+    ) -> Result<(), Errno> {
+        let v = self.find(start).expect("caller checked");
+        let mut probe = v.piece(v.start, v.end, self.seq);
+        set(&mut probe);
+        if probe.same_flags(&v) {
+            return Ok(());
+        }
+        self.split_at(start)?;
+        self.split_at(end)?;
+        let v = self.find(start).expect("still mapped");
+        v.write_lock(self);
+        let mut nv = v.piece(start, end, self.seq);
+        set(&mut nv);
+        self.insert(nv);
+        v.detach(self);
+        self.merge_around(start, end);
+        Ok(())
+    }
+
     /// Rewrites the permission bits of the present entries in `[start, end)`
     /// for `prot`. Write permission is kept only where the entry had it
     /// (an owned private anonymous frame, or a shared mapping made writable
@@ -357,11 +392,11 @@ impl Writer<'_> {
 }
 
 /// Linux's `VM_ACCOUNT` after `mprotect` (`mprotect_fixup`): making a private
-/// mapping writable charges it; making an anonymous mapping that has no
+/// mapping writable charges it (unless it is `MAP_NORESERVE`); making an anonymous mapping that has no
 /// anonymous pages read-only releases the charge; otherwise it stays.
 fn account_after_mprotect(v: &Vma, prot: Prot) -> bool {
     if prot.write {
-        return v.account || !v.shared;
+        return v.account || (!v.shared && !v.noreserve);
     }
     if v.account && v.is_anon() && v.anon.get().is_none() {
         return false;

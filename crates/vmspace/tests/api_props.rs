@@ -83,6 +83,7 @@ fn run(s: &Arc<AddressSpace>, cpu: &mut Cpu, file: &Arc<File>, call: &Call) -> O
                 fixed: flavour & 1 != 0,
                 fixed_noreplace: flavour == 2,
                 growsdown: flavour == 4 && !shared,
+                ..MapFlags::default()
             };
             let source = if flavour & 6 == 6 {
                 MapSource::File {

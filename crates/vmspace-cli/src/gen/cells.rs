@@ -16,6 +16,11 @@
 //!   whose result says which rule Linux checks first.
 //! * **Execute-only protection keys** ([`ExecOnly`]): `--x` mappings (on a
 //!   CPU with PKU Linux gives them a key of their own, a VMA attribute).
+//! * **Fork** ([`ForkCase`]): writes after the fork on each side,
+//!   copy-on-write of a page shared with the child, `munmap` on one side,
+//!   shared mappings across the fork (judged by `gen/fork.rs`'s tracker).
+//! * **Advices** ([`Cell::Advice`]): each `madvise` advice besides
+//!   `dontneed`, by result.
 //! * **Limits** ([`Limit`]): the largest file offset of a regular file. The
 //!   address limit and `vm.max_map_count` lie outside what a vmscript can
 //!   reach (the window; the host's limit is global), so
@@ -24,7 +29,7 @@
 use std::fmt;
 
 use super::coverage::Entry;
-use crate::script::{Backing, Op, Prot};
+use crate::script::{Advice, Backing, Op, Prot};
 
 /// The file page limit of a regular file: a mapping's last page must be
 /// below it (`MAX_LFS_FILESIZE` is `2^63 - 1` bytes).
@@ -43,6 +48,49 @@ pub enum Cell {
     ExecOnly(ExecOnly),
     /// A limit of the address space.
     Limit(Limit),
+    /// Both sides of a fork.
+    Fork(ForkCase),
+    /// An `madvise` with an advice besides `dontneed`.
+    Advice(Advice),
+}
+
+/// What a script did across its `fork`, as its host output shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ForkCase {
+    /// A successful write in the parent after the fork.
+    WriteInParent,
+    /// A successful write in the child.
+    WriteInChild,
+    /// A read of a page written before the fork that does not show what
+    /// the other side wrote to it since (copy-on-write).
+    CowOfShared,
+    /// A read on one side of a page the other side unmapped since the fork
+    /// that still returns data.
+    MunmapOneSide,
+    /// A read on one side that returns what the other side wrote after the
+    /// fork (a shared mapping).
+    SharedAcross,
+}
+
+impl ForkCase {
+    /// Every case.
+    pub const ALL: [ForkCase; 5] = [
+        ForkCase::WriteInParent,
+        ForkCase::WriteInChild,
+        ForkCase::CowOfShared,
+        ForkCase::MunmapOneSide,
+        ForkCase::SharedAcross,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            ForkCase::WriteInParent => "write in the parent",
+            ForkCase::WriteInChild => "write in the child",
+            ForkCase::CowOfShared => "COW of a page shared with the child",
+            ForkCase::MunmapOneSide => "munmap in one side",
+            ForkCase::SharedAcross => "shared mapping across fork",
+        }
+    }
 }
 
 /// The rows of `remap.rs`'s behaviour matrix that vmscript expresses.
@@ -184,6 +232,8 @@ pub enum Call {
     Mremap,
     /// `madvise`.
     Madvise,
+    /// `mlock` and `munlock`.
+    Mlock,
 }
 
 impl Call {
@@ -193,7 +243,8 @@ impl Call {
             Op::Munmap { .. } => Call::Munmap,
             Op::Mprotect { .. } => Call::Mprotect,
             Op::Mremap { .. } => Call::Mremap,
-            Op::MadviseDontneed { .. } => Call::Madvise,
+            Op::MadviseDontneed { .. } | Op::Madvise { .. } => Call::Madvise,
+            Op::Mlock { .. } | Op::Munlock { .. } => Call::Mlock,
             _ => return None,
         })
     }
@@ -205,6 +256,7 @@ impl Call {
             Call::Mprotect => "mprotect",
             Call::Mremap => "mremap",
             Call::Madvise => "madvise",
+            Call::Mlock => "mlock",
         }
     }
 }
@@ -313,6 +365,8 @@ impl fmt::Display for Cell {
             Cell::First(case) => write!(f, "order: {}", case.name()),
             Cell::ExecOnly(case) => write!(f, "exec-only: {}", case.name()),
             Cell::Limit(case) => write!(f, "limit: {}", case.name()),
+            Cell::Fork(case) => write!(f, "fork: {}", case.name()),
+            Cell::Advice(advice) => write!(f, "madvise {}", advice.name()),
         }
     }
 }
@@ -366,6 +420,7 @@ pub(super) fn cells_of(op: &Op, line: &str, known: Option<&[Entry]>) -> Vec<Cell
         Op::Read { page } if exec_only_at(known, page) => {
             cells.push(Cell::ExecOnly(ExecOnly::Read));
         }
+        Op::Madvise { advice, .. } => cells.push(Cell::Advice(advice)),
         _ => {}
     }
     cells
@@ -460,12 +515,15 @@ pub fn all_cells() -> Vec<Cell> {
         Call::Mprotect,
         Call::Mremap,
         Call::Madvise,
+        Call::Mlock,
     ] {
         cells.push(Cell::Error(call));
     }
     cells.extend(Precedence::ALL.map(Cell::First));
     cells.extend(ExecOnly::ALL.map(Cell::ExecOnly));
     cells.extend(Limit::ALL.map(Cell::Limit));
+    cells.extend(ForkCase::ALL.map(Cell::Fork));
+    cells.extend(Advice::ALL.map(Cell::Advice));
     cells
 }
 
@@ -530,6 +588,6 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), cells.len());
-        assert_eq!(cells.len(), 6 * 4 + 2 * 2 + 5 + 4 + 4 + 3);
+        assert_eq!(cells.len(), 6 * 4 + 2 * 2 + 6 + 4 + 4 + 3 + 5 + 7);
     }
 }

@@ -52,6 +52,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use super::cells::{cells_of, cells_of_maps, Cell};
+use super::fork::ForkTracker;
 use crate::script::{file_byte, Backing, Op, Prot};
 
 /// One kind of behaviour [`classify`] counts.
@@ -422,6 +423,8 @@ struct Classifier {
     /// Per file page: the last value written through a private mapping, and
     /// the page written.
     private_writes: HashMap<(u8, u64), (u8, u64)>,
+    /// Both sides of the script's fork.
+    fork: ForkTracker,
 }
 
 impl Classifier {
@@ -431,6 +434,9 @@ impl Classifier {
             *self.coverage.errors.entry(name.to_owned()).or_default() += 1;
         }
         for cell in cells_of(op, line, known) {
+            self.coverage.bump_cell(cell, line);
+        }
+        for cell in self.fork.step(op, line) {
             self.coverage.bump_cell(cell, line);
         }
         let ok = line == "ok";

@@ -19,7 +19,8 @@ use std::ptr;
 use super::maps::MapsReader;
 use super::probe::Probe;
 use crate::script::{
-    file_byte, Backing, Op, Outcome, Prot, Sharing, FILE_COUNT, FILE_PAGES, PAGE, WINDOW_PAGES,
+    file_byte, Advice, Backing, MmapFlags, Op, Outcome, Prot, Sharing, Side, FILE_COUNT,
+    FILE_PAGES, PAGE, WINDOW_PAGES,
 };
 
 /// Exit status: the script ran to its end.
@@ -48,6 +49,10 @@ pub(super) fn main(ops: &[Op], pipe: OwnedFd) -> ! {
 }
 
 /// Sets up, then runs every op; returns the exit status.
+///
+/// A `fork` op forks this process ([`Forked`]); from then on the ops after
+/// a `child` line are sent to the forked process, which runs them and
+/// answers with their result lines, until a `parent` line.
 fn run(ops: &[Op], out: &mut File) -> libc::c_int {
     let mut space = match HostSpace::new(ops) {
         Ok(space) => space,
@@ -56,9 +61,23 @@ fn run(ops: &[Op], out: &mut File) -> libc::c_int {
             return EXIT_SETUP_FAILED;
         }
     };
-    for op in ops {
-        let mut line = match space.exec(op) {
-            Ok(outcome) => outcome.to_string(),
+    let mut forked: Option<Forked> = None;
+    let mut side = Side::Parent;
+    for (index, op) in ops.iter().enumerate() {
+        let result = match (op, &mut forked) {
+            (Op::Fork, _) => Forked::start(ops, &mut space, out).map(|(outcome, child)| {
+                forked = child;
+                outcome
+            }),
+            (Op::Side(new), _) => {
+                side = *new;
+                Ok(Outcome::Side(side).to_string())
+            }
+            (_, Some(child)) if side == Side::Child => child.exec(index),
+            _ => space.exec(op).map(|outcome| outcome.to_string()),
+        };
+        let mut line = match result {
+            Ok(line) => line,
             Err(error) => {
                 let _ = writeln!(out, "`{op}` failed: {error}");
                 return EXIT_OP_FAILED;
@@ -69,7 +88,122 @@ fn run(ops: &[Op], out: &mut File) -> libc::c_int {
             return EXIT_PIPE_FAILED;
         }
     }
-    EXIT_DONE
+    match forked.map(Forked::finish) {
+        Some(Err(error)) => {
+            let _ = writeln!(out, "the forked child failed: {error}");
+            EXIT_OP_FAILED
+        }
+        _ => EXIT_DONE,
+    }
+}
+
+/// The process a script's `fork` made, seen from the parent: a pipe that
+/// carries op indices to it and one that carries its result lines back.
+struct Forked {
+    pid: libc::pid_t,
+    commands: File,
+    results: io::BufReader<File>,
+}
+
+impl Forked {
+    /// Forks. In the parent: `fork`'s result line and, when it succeeded,
+    /// the child. The child never returns: it serves ops until the command
+    /// pipe closes, then `_exit`s.
+    fn start(
+        ops: &[Op],
+        space: &mut HostSpace,
+        out: &File,
+    ) -> io::Result<(String, Option<Forked>)> {
+        let (command_read, command_write) = super::process::pipe()?;
+        let (result_read, result_write) = super::process::pipe()?;
+        // Allocated before the fork: the child's memory copy must not
+        // change between the two sides, and the buffer stays out of the
+        // window (see the module docs).
+        let results = io::BufReader::with_capacity(8192, File::from(result_read));
+        // SAFETY: the process has a single thread (the host runner forks
+        // from a single-threaded caller, and this child made none), so the
+        // forked process starts with malloc's lock free. It never returns
+        // into this function's caller: `serve` ends with `_exit`.
+        match unsafe { libc::fork() } {
+            -1 => Ok((last_errno().to_string(), None)),
+            0 => {
+                drop((command_write, results));
+                // SAFETY: closes this process's copy of the output pipe, so
+                // only the parent writes result lines there.
+                unsafe { libc::close(out.as_raw_fd()) };
+                serve(
+                    ops,
+                    space,
+                    File::from(command_read),
+                    File::from(result_write),
+                )
+            }
+            pid => {
+                let child = Forked {
+                    pid,
+                    commands: File::from(command_write),
+                    results,
+                };
+                Ok((Outcome::Ok.to_string(), Some(child)))
+            }
+        }
+    }
+
+    /// Has the child run op `index` and returns its result line.
+    fn exec(&mut self, index: usize) -> io::Result<String> {
+        let index = u32::try_from(index).map_err(io::Error::other)?;
+        self.commands.write_all(&index.to_le_bytes())?;
+        let mut line = String::new();
+        if io::BufRead::read_line(&mut self.results, &mut line)? == 0 {
+            return Err(io::Error::other("the forked child closed its pipe"));
+        }
+        match line.strip_suffix('\n') {
+            Some(line) if !line.starts_with('!') => Ok(line.to_owned()),
+            _ => Err(io::Error::other(format!("the forked child: {line}"))),
+        }
+    }
+
+    /// Closes the command pipe and waits for the child to exit cleanly.
+    fn finish(self) -> io::Result<()> {
+        drop(self.commands);
+        let mut status = 0;
+        // SAFETY: `status` is a valid place for waitpid to store the status.
+        while unsafe { libc::waitpid(self.pid, &mut status, 0) } != self.pid {
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(error);
+            }
+        }
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == EXIT_DONE {
+            return Ok(());
+        }
+        Err(io::Error::other(format!("wait status {status:#x}")))
+    }
+}
+
+/// The forked child's life: reads op indices from `commands`, runs each op
+/// on its copy of the address space (`space`: the fork copied the window,
+/// the files, the probe and the maps buffer) and writes its result line to
+/// `results` (a line starting with `!` when running it failed), until the
+/// parent closes `commands`.
+fn serve(ops: &[Op], space: &mut HostSpace, mut commands: File, mut results: File) -> ! {
+    let status = panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut index = [0u8; 4];
+        while io::Read::read_exact(&mut commands, &mut index).is_ok() {
+            let op = ops.get(u32::from_le_bytes(index) as usize);
+            let line = match op.map(|op| space.exec(op)) {
+                Some(Ok(outcome)) => outcome.to_string(),
+                Some(Err(error)) => format!("!{error}"),
+                None => "!no such op".to_owned(),
+            };
+            if writeln!(results, "{line}").is_err() {
+                return EXIT_PIPE_FAILED;
+            }
+        }
+        EXIT_DONE
+    }));
+    // SAFETY: as in `main`: ends the forked process without unwinding.
+    unsafe { libc::_exit(status.unwrap_or(EXIT_PANICKED)) }
 }
 
 /// The child's address space as vmscript sees it.
@@ -109,7 +243,25 @@ impl HostSpace {
                 prot,
                 backing,
                 sharing,
-            } => self.mmap(page, npages, prot, backing, sharing),
+                flags,
+            } => self.mmap(page, npages, prot, backing, sharing, flags),
+            Op::Mlock {
+                page,
+                npages,
+                onfault,
+            } => {
+                let flags = if onfault { MLOCK_ONFAULT } else { 0 };
+                // SAFETY: mlock2 takes no pointer it dereferences in this
+                // process; the range lies inside the window.
+                let result = unsafe {
+                    libc::syscall(libc::SYS_mlock2, self.addr(page), bytes(npages), flags)
+                };
+                status(result as libc::c_int)
+            }
+            Op::Munlock { page, npages } => {
+                // SAFETY: as for mlock2.
+                status(unsafe { libc::munlock(self.addr(page), bytes(npages)) })
+            }
             Op::Munmap { page, npages } => {
                 // SAFETY: the range lies inside the window, which holds no
                 // memory that Rust code in this process refers to.
@@ -137,11 +289,25 @@ impl HostSpace {
                 let entries = self.maps.read(self.base).map_err(context("reading maps"))?;
                 Outcome::Maps(entries)
             }
+            Op::Madvise {
+                page,
+                npages,
+                advice,
+            } => {
+                // SAFETY: as for munmap: the range lies inside the window.
+                let result =
+                    unsafe { libc::madvise(self.addr(page), bytes(npages), advice_bits(advice)) };
+                status(result)
+            }
+            Op::Fork | Op::Side(_) => {
+                return Err(io::Error::other("`run` handles fork and sides itself"))
+            }
         };
         Ok(outcome)
     }
 
-    /// `mmap(base + page, ..., MAP_FIXED | sharing [| MAP_ANONYMOUS])`.
+    /// `mmap(base + page, ..., MAP_FIXED | sharing [| MAP_ANONYMOUS]
+    /// [| MAP_NORESERVE] [| MAP_STACK])`.
     fn mmap(
         &self,
         page: u64,
@@ -149,11 +315,18 @@ impl HostSpace {
         prot: Prot,
         backing: Backing,
         sharing: Sharing,
+        extra: MmapFlags,
     ) -> Outcome {
-        let sharing = match sharing {
+        let mut sharing = match sharing {
             Sharing::Private => libc::MAP_PRIVATE,
             Sharing::Shared => libc::MAP_SHARED,
         };
+        if extra.noreserve {
+            sharing |= libc::MAP_NORESERVE;
+        }
+        if extra.stack {
+            sharing |= libc::MAP_STACK;
+        }
         let (flags, fd, offset) = match backing {
             Backing::Anon => (libc::MAP_FIXED | sharing | libc::MAP_ANONYMOUS, -1, 0),
             Backing::File { id, pgoff } => {
@@ -238,6 +411,27 @@ fn prot_bits(prot: Prot) -> libc::c_int {
     }
     bits
 }
+
+/// The `MADV_*` value of `advice`.
+fn advice_bits(advice: Advice) -> libc::c_int {
+    match advice {
+        Advice::Free => libc::MADV_FREE,
+        Advice::Dontfork => libc::MADV_DONTFORK,
+        Advice::Dofork => libc::MADV_DOFORK,
+        Advice::Wipeonfork => libc::MADV_WIPEONFORK,
+        Advice::Keeponfork => libc::MADV_KEEPONFORK,
+        Advice::PopulateRead => MADV_POPULATE_READ,
+        Advice::PopulateWrite => MADV_POPULATE_WRITE,
+    }
+}
+
+/// `mlock2`'s `MLOCK_ONFAULT` (Linux 4.4).
+const MLOCK_ONFAULT: libc::c_int = 1;
+
+/// `MADV_POPULATE_READ` (Linux 5.14).
+const MADV_POPULATE_READ: libc::c_int = 22;
+/// `MADV_POPULATE_WRITE` (Linux 5.14).
+const MADV_POPULATE_WRITE: libc::c_int = 23;
 
 /// `ok` for a call that returned 0, else `err` with the errno.
 fn status(result: libc::c_int) -> Outcome {

@@ -60,6 +60,7 @@ fn change(rng: &mut SmallRng) -> (Op, Placement) {
                 prot: prot(rng),
                 backing,
                 sharing,
+                flags: Default::default(),
             };
             let placement = if rng.gen_bool(0.1) {
                 Placement::NoReplace
