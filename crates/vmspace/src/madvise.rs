@@ -164,6 +164,20 @@ impl AddressSpace {
             .sum()
     }
 
+    /// Pages resident in memory: present page-table entries, the shared
+    /// zero page excluded (Linux's `VmRSS` in pages, which does not count
+    /// the zero page either). A snapshot per page table, exact when no
+    /// fault or writer runs meanwhile.
+    pub fn resident_pages(&self) -> u64 {
+        let _pinned = vmspace_tree::pin();
+        let mut n = 0;
+        self.page_table()
+            .for_each_present(0, crate::pagetable::ADDR_LIMIT, |_, pte| {
+                n += u64::from(pte.frame() != crate::FrameId::ZERO);
+            });
+        n
+    }
+
     /// Whether the page at `addr` lies in a locked VMA (`mlock`): reclaim
     /// keeps such pages.
     pub fn is_locked(&self, addr: u64) -> bool {

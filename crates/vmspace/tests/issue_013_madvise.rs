@@ -350,3 +350,41 @@ fn committed_pages_count_private_writable_memory() {
     space.munmap(a, 4 * P).unwrap();
     assert_eq!(space.committed_pages(), 2);
 }
+
+/// `resident_pages` counts present entries but not the shared zero page,
+/// follows faults, `DONTNEED` and `munmap`, and counts a page shared with a
+/// child once in each side (as `VmRSS` does).
+#[test]
+fn resident_pages_follow_faults_and_unmaps() {
+    let frames = std::sync::Arc::new(vmspace::FrameAllocator::new(16 << 20).unwrap());
+    let s = vmspace::AddressSpace::new(vmspace::Config::default(), frames).unwrap();
+    let p = vmspace::PAGE_SIZE;
+    let a = s
+        .mmap(
+            0,
+            8 * p,
+            vmspace::Prot::READ_WRITE,
+            vmspace::MapFlags::default(),
+            vmspace::MapSource::Anon,
+        )
+        .unwrap();
+    assert_eq!(s.resident_pages(), 0);
+    let mut c = s.cpu();
+    c.read_u8(a).unwrap();
+    assert_eq!(
+        s.resident_pages(),
+        0,
+        "the zero page is not resident memory"
+    );
+    for i in 0..4 {
+        c.write_u8(a + i * p, 1).unwrap();
+    }
+    assert_eq!(s.resident_pages(), 4);
+    let child = s.fork();
+    assert_eq!(child.resident_pages(), 4);
+    s.madvise_dontneed(a, p).unwrap();
+    assert_eq!(s.resident_pages(), 3);
+    s.munmap(a + 3 * p, p).unwrap();
+    assert_eq!(s.resident_pages(), 2);
+    assert_eq!(child.resident_pages(), 4);
+}
