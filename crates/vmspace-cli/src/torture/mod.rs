@@ -74,6 +74,7 @@ use vmspace::{FaultStats, Strategy};
 
 mod draw;
 mod files;
+mod fork;
 mod inject;
 mod judge;
 mod model;
@@ -134,6 +135,8 @@ pub struct Report {
     pub accesses: u64,
     /// Mapping changes (`mmap`, `munmap`, `mprotect`, `mremap`, `madvise`).
     pub mapping_ops: u64,
+    /// Forks (each child exercised, checked and dropped).
+    pub forks: u64,
     /// Checkpoints.
     pub epochs: u64,
     /// Faults by path.
@@ -184,11 +187,12 @@ impl Report {
     pub fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "{}: {} ops ({} accesses, {} mapping changes), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages",
+            "{}: {} ops ({} accesses, {} mapping changes, {} forks), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages",
             self.strategy.name(),
             self.ops,
             self.accesses,
             self.mapping_ops,
+            self.forks,
             self.epochs,
             s.lockless,
             s.locked,
