@@ -231,8 +231,12 @@ fn judge_child(model: &Model, f: &ForkRec, c: &ChildAccess, armed: Armed) -> Opt
         }
     };
     let slot = match (a.result, c.slot) {
-        (Err(FaultCause::OutOfMemory), _) => return (!armed.alloc).then_some("an injected fault while none was armed"),
-        (Err(FaultCause::Io), _) => return (!armed.read).then_some("an injected fault while none was armed"),
+        (Err(FaultCause::OutOfMemory), _) => {
+            return (!armed.alloc).then_some("an injected fault while none was armed")
+        }
+        (Err(FaultCause::Io), _) => {
+            return (!armed.read).then_some("an injected fault while none was armed")
+        }
         (Err(FaultCause::NoMapping), None) => return None,
         (Err(FaultCause::Protection), Some(s)) if !allowed(s) => return None,
         (Err(FaultCause::PastEnd), Some(_)) if kind == Some(Kind::PastEnd) => return None,
@@ -255,7 +259,8 @@ fn judge_child(model: &Model, f: &ForkRec, c: &ChildAccess, armed: Armed) -> Opt
             explains(model, slot.cell, &at_fork)
         }
     };
-    (!explained).then_some("a value the parent's cell at the fork (or the child's store) does not explain")
+    (!explained)
+        .then_some("a value the parent's cell at the fork (or the child's store) does not explain")
 }
 
 fn describe(model: &Model, f: &ForkRec, c: &ChildAccess, what: &str) -> String {
