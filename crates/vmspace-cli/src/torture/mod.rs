@@ -9,7 +9,9 @@
 //! loads and stores of the first word of a page (through its own
 //! [`vmspace::Cpu`]), `mmap` (fixed or fixed-noreplace, anonymous or file,
 //! private or shared), `munmap`, `mprotect`, `mremap` (in place, or moved
-//! within the window), `madvise(DONTNEED)` and `msync`. The mapping changes
+//! within the window), `madvise(DONTNEED)`, `msync`, and now and then
+//! `fork` (the forking thread exercises the child, which is judged too; see
+//! `fork.rs`). The mapping changes
 //! are vmscript ops ([`crate::script::Op`]) applied by
 //! [`crate::backend::apply`], the function `replay` uses. Loads and stores
 //! take no lock of the checker, so they race every mapping change; mapping
@@ -65,7 +67,8 @@
 //!
 //! `draw.rs` draws the operations, `worker.rs` does them, `model.rs` records
 //! the mapping states and cell values, `judge.rs` judges an epoch, `run.rs`
-//! runs the checkpoints and the final checks; `files.rs` and `store.rs` are
+//! runs the checkpoints and the final checks, `fork.rs` forks and records
+//! what the child saw; `files.rs` and `store.rs` are
 //! the files and their stores, `inject.rs` the injected failures.
 
 use std::time::Duration;
