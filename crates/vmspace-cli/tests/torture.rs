@@ -1,5 +1,6 @@
 //! `vmspace torture` in the test suite: clean runs on every strategy (fixed
-//! seeds, one random seed that is printed, and with injected failures), and
+//! seeds, one random seed that is printed, and with injected failures), each
+//! of which forks and judges the children, and
 //! proof that the checker can fail: a build with the protocol broken on
 //! purpose must be caught.
 //!
@@ -61,6 +62,14 @@ fn clean_run(seed: u64, inject: &str) {
             .and_then(|n| n.parse().ok())
             .unwrap();
         assert!(ops > 1000, "{strategy} did too little: {line}");
+        // The children of the forks are judged and leak-checked like the
+        // parent: the clean line above covers them.
+        let forks: u64 = line
+            .split_once(" forks)")
+            .and_then(|(head, _)| head.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no fork count: {line}"));
+        assert!(forks > 0, "{strategy} never forked: {line}");
     }
 }
 

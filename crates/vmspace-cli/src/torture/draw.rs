@@ -25,11 +25,19 @@ pub(super) enum Step {
     Msync,
     /// A mapping change.
     Change(Op, Placement),
+    /// A fork, and steps in the child (see [`fork`](super::fork)).
+    Fork,
 }
 
-/// Draws a step: half of them loads and stores, a few `msync`s, the rest
-/// mapping changes.
+/// One step in this many is a fork.
+const FORK_ONE_IN: u32 = 500;
+
+/// Draws a step: a fork now and then; of the others, half loads and
+/// stores, a few `msync`s, the rest mapping changes.
 pub(super) fn step(rng: &mut SmallRng) -> Step {
+    if rng.gen_ratio(1, FORK_ONE_IN) {
+        return Step::Fork;
+    }
     match rng.gen_range(0..100) {
         0..=24 => Step::Store {
             page: rng.gen_range(0..PAGES),

@@ -3,6 +3,7 @@
 
 use vmspace::{FaultCause, Prot, PAGE_SIZE};
 
+use super::fork;
 use super::inject::Armed;
 use super::model::{superseded, Access, Kind, Model, StateRec};
 use super::BASE;
@@ -43,6 +44,7 @@ pub(super) fn judge(model: &mut Model, accesses: &mut [Access], armed: Armed) ->
             model.add_event(c, a.value, a.start, a.end, definite);
         }
     }
+    fork::child_stores(model);
     for evs in model.events.values_mut() {
         evs.sort_by_key(|e| e.start);
     }
@@ -83,6 +85,7 @@ pub(super) fn judge(model: &mut Model, accesses: &mut [Access], armed: Armed) ->
             "a value that no store, initial content or reset explains",
         ));
     }
+    violations.extend(fork::judge_children(model, armed));
     violations
 }
 
@@ -186,6 +189,7 @@ pub(super) fn prot_name(p: Prot) -> &'static str {
 pub(super) fn value_name(v: u64) -> String {
     match v >> 56 {
         0xA5 => format!("store {}#{}", (v >> 40) & 0xffff, v & 0xff_ffff_ffff),
+        0xC4 => format!("child store {}#{}", (v >> 40) & 0xffff, v & 0xff_ffff_ffff),
         0xF1 => format!("file {} page {}", (v >> 32) & 0xff, v & 0xffff_ffff),
         _ if v == 0 => "0".to_string(),
         _ => format!("{v:#x}"),

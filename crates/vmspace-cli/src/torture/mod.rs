@@ -9,7 +9,9 @@
 //! loads and stores of the first word of a page (through its own
 //! [`vmspace::Cpu`]), `mmap` (fixed or fixed-noreplace, anonymous or file,
 //! private or shared), `munmap`, `mprotect`, `mremap` (in place, or moved
-//! within the window), `madvise(DONTNEED)` and `msync`. The mapping changes
+//! within the window), `madvise(DONTNEED)`, `msync`, and now and then
+//! `fork` (the forking thread exercises the child, which is judged too; see
+//! `fork.rs`). The mapping changes
 //! are vmscript ops ([`crate::script::Op`]) applied by
 //! [`crate::backend::apply`], the function `replay` uses. Loads and stores
 //! take no lock of the checker, so they race every mapping change; mapping
@@ -65,7 +67,8 @@
 //!
 //! `draw.rs` draws the operations, `worker.rs` does them, `model.rs` records
 //! the mapping states and cell values, `judge.rs` judges an epoch, `run.rs`
-//! runs the checkpoints and the final checks; `files.rs` and `store.rs` are
+//! runs the checkpoints and the final checks, `fork.rs` forks and records
+//! what the child saw; `files.rs` and `store.rs` are
 //! the files and their stores, `inject.rs` the injected failures.
 
 use std::time::Duration;
@@ -74,6 +77,7 @@ use vmspace::{FaultStats, Strategy};
 
 mod draw;
 mod files;
+mod fork;
 mod inject;
 mod judge;
 mod model;
@@ -134,6 +138,8 @@ pub struct Report {
     pub accesses: u64,
     /// Mapping changes (`mmap`, `munmap`, `mprotect`, `mremap`, `madvise`).
     pub mapping_ops: u64,
+    /// Forks (each child exercised, checked and dropped).
+    pub forks: u64,
     /// Checkpoints.
     pub epochs: u64,
     /// Faults by path.
@@ -184,11 +190,12 @@ impl Report {
     pub fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "{}: {} ops ({} accesses, {} mapping changes), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages",
+            "{}: {} ops ({} accesses, {} mapping changes, {} forks), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages",
             self.strategy.name(),
             self.ops,
             self.accesses,
             self.mapping_ops,
+            self.forks,
             self.epochs,
             s.lockless,
             s.locked,

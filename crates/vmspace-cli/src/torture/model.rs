@@ -12,6 +12,7 @@ use vmspace::{Errno, FaultCause, File, MapInfo, Prot, PAGE_SIZE};
 use crate::script::Op;
 
 use super::files::{Files, RO_ID};
+use super::fork::ForkRec;
 use super::store::file_word;
 use super::{BASE, PAGES, RO_PAGES};
 
@@ -88,6 +89,10 @@ pub(super) struct Model {
     pub(super) mapping_ops: u64,
     /// Pages given an unknown cell.
     pub(super) unknown_pages: u64,
+    /// The forks of this epoch and what their children saw.
+    pub(super) forks: Vec<ForkRec>,
+    /// Forks done.
+    pub(super) forks_done: u64,
 }
 
 impl Model {
@@ -106,6 +111,8 @@ impl Model {
             past_end: 0,
             mapping_ops: 0,
             unknown_pages: 0,
+            forks: Vec::new(),
+            forks_done: 0,
         }
     }
 
@@ -307,6 +314,7 @@ impl Model {
             *cell = renumber[cell];
         }
         self.past_end = renumber[&self.past_end];
+        self.forks.clear();
         self.history = vec![StateRec {
             start: now,
             end: now,

@@ -123,6 +123,7 @@ pub fn run(strategy: Strategy, opts: &Options) -> anyhow::Result<Report> {
     // frame is back.
     let unknown_pages = model.unknown_pages;
     let mapping_ops = model.mapping_ops;
+    let forks = model.forks_done;
     model.objects.clear();
     drop(model);
     drop(sh.space);
@@ -133,6 +134,7 @@ pub fn run(strategy: Strategy, opts: &Options) -> anyhow::Result<Report> {
         ops,
         accesses: tally.accesses,
         mapping_ops,
+        forks,
         epochs: tally.epochs,
         stats,
         violations: tally.violations,

@@ -19,6 +19,7 @@ use crate::script::Op;
 
 use super::draw::{self, Step};
 use super::files::Files;
+use super::fork;
 use super::model::{Access, Model};
 use super::{PAGES, STORE_TAG};
 
@@ -80,13 +81,14 @@ pub(super) fn worker(sh: &Shared, index: u64, seed: u64) {
                 let _ = backend::msync(&sh.space, 0, PAGES);
             }
             Step::Change(op, placement) => change(sh, &op, placement),
+            Step::Fork => fork::fork(sh, &mut cpu, &mut rng, index, &mut seq, &mut log),
         }
     }
 }
 
 /// A load (`store` is `None`) or a store of the first word of window page
 /// `page`.
-fn access(sh: &Shared, cpu: &mut Cpu, page: u64, store: Option<u64>) -> Access {
+pub(super) fn access(sh: &Shared, cpu: &mut Cpu, page: u64, store: Option<u64>) -> Access {
     let addr = backend::addr(page);
     let start = sh.tick();
     let (value, result) = match store {
