@@ -218,6 +218,7 @@ impl AddressSpace {
         }
         let mut err = None;
         let mut mapped_here: std::collections::HashMap<FrameId, u32> = Default::default();
+        let mut rmap_checks = Vec::new();
         self.pt.for_each_present(0, ADDR_LIMIT, |a, pte| {
             if err.is_some() {
                 return;
@@ -229,15 +230,27 @@ impl AddressSpace {
             };
             err = self.check_entry(v, a, pte).err();
             *mapped_here.entry(pte.frame()).or_default() += 1;
+            if pte.frame() != FrameId::ZERO {
+                rmap_checks.push((i, a, pte));
+            }
         });
+        // The reverse-map checks take rmap locks, which rank above PTE
+        // locks (`sync`): they run after the walk has let go of every table.
+        for &(i, a, pte) in &rmap_checks {
+            if err.is_some() {
+                break;
+            }
+            err = self.check_rmap(&vmas[i], a, pte).err();
+        }
         if err.is_none() {
             err = self.check_mapcounts(&mapped_here).err();
         }
         err.map_or(Ok(()), Err)
     }
 
-    /// The checks of one present entry at `a` inside `v` (see
-    /// [`Self::check_invariants`]).
+    /// The checks of one present entry at `a` inside `v` that need only its
+    /// PTE lock (see [`Self::check_invariants`]; the reverse map's,
+    /// `check_rmap`, run after the walk).
     fn check_entry(&self, v: &Vma, a: u64, pte: Pte) -> Result<(), String> {
         let f = pte.frame();
         if pte.has(Pte::WRITE) && !v.prot.write {
@@ -259,7 +272,7 @@ impl AddressSpace {
         if pte.has(Pte::OWNED) && maps != 1 {
             return Err(format!("owned frame {f:?} at {a:#x} mapped {maps} times"));
         }
-        self.check_rmap(v, a, pte)
+        Ok(())
     }
 
     /// The reverse map's invariant for one entry (`rmap.rs`): the frame's

@@ -132,19 +132,7 @@ pub(super) fn fork(
         log.push(access(sh, cpu, p, None));
     }
     read_window(sh, &mut ccpu, &mut child);
-    // `check_invariants` holds a PTE lock of the child while it takes a
-    // file's mapping-list lock, the reverse of write-back's order
-    // (`File::write_protect_page`), so with a shared mapping left it can
-    // deadlock against the parent's `msync`: the child's shared pages are
-    // unmapped first, and the check is skipped if that fails.
-    let unshared = (0..PAGES)
-        .filter(|&p| child.kinds[p as usize] == Some(Kind::Shared))
-        .all(|p| space.munmap(backend::addr(p), PAGE_SIZE).is_ok());
-    let invariants = if unshared {
-        space.check_invariants().err()
-    } else {
-        None
-    };
+    let invariants = space.check_invariants().err();
     drop(ccpu);
     drop(space);
     let mut model = sh.model.lock().unwrap();
