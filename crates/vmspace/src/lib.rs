@@ -46,7 +46,7 @@ mod vma;
 mod vmacache;
 mod writer;
 
-pub use config::{Config, ConfigError, MapFlags, RemapFlags, Strategy};
+pub use config::{ArenaConfig, Config, ConfigError, MapFlags, RemapFlags, Strategy};
 pub use cpu::Cpu;
 pub use error::{Access, Errno, Fault, FaultCause};
 pub use frame::{ArenaError, FrameAllocator, FrameId, Owner, PAGE_SIZE, POISON};
@@ -57,4 +57,5 @@ pub use pagetable::{ADDR_LIMIT, TASK_SIZE};
 pub use rmap::UnmapError;
 pub use space::{AddressSpace, MapInfo, MapSource, MAX_FILE_PAGES, STACK_GUARD_GAP};
 pub use stats::FaultStats;
+pub use sync::rmap_lock::{RmapLockKind, RmapLockStats};
 pub use vma::Prot;
