@@ -270,7 +270,7 @@ impl<T> RmapLock<T> {
         RmapReadGuard {
             lock: self,
             #[cfg(loom)]
-            ptr: self.data.0.get(),
+            ptr: Some(self.data.0.get()),
         }
     }
 
@@ -286,7 +286,7 @@ impl<T> RmapLock<T> {
         RmapWriteGuard {
             lock: self,
             #[cfg(loom)]
-            ptr: self.data.0.get_mut(),
+            ptr: Some(self.data.0.get_mut()),
         }
     }
 
@@ -325,7 +325,13 @@ impl<T> RmapLock<T> {
 
     /// Takes the lock if no holder excludes it, whatever WAITERS says.
     fn try_ignoring_waiters(&self, writer: bool) -> bool {
+        #[cfg(not(loom))]
         let mut s = self.state.load(Ordering::Relaxed);
+        // Under loom a spinning load may read stale values without end; a
+        // read-modify-write reads the latest (the compare-exchange below
+        // validates either way).
+        #[cfg(loom)]
+        let mut s = self.state.fetch_add(0, Ordering::Relaxed);
         loop {
             let (ok, new) = if writer {
                 (s & HOLDERS == 0, s | WRITER)
@@ -501,14 +507,14 @@ impl<T> RmapLock<T> {
 pub struct RmapReadGuard<'a, T> {
     lock: &'a RmapLock<T>,
     #[cfg(loom)]
-    ptr: loom::cell::ConstPtr<T>,
+    ptr: Option<loom::cell::ConstPtr<T>>,
 }
 
 /// Write guard of [`RmapLock`].
 pub struct RmapWriteGuard<'a, T> {
     lock: &'a RmapLock<T>,
     #[cfg(loom)]
-    ptr: loom::cell::MutPtr<T>,
+    ptr: Option<loom::cell::MutPtr<T>>,
 }
 
 impl<T> std::ops::Deref for RmapReadGuard<'_, T> {
@@ -520,7 +526,7 @@ impl<T> std::ops::Deref for RmapReadGuard<'_, T> {
         return unsafe { &*self.lock.data.0.get() };
         #[cfg(loom)]
         // SAFETY: as above; loom checks it.
-        return unsafe { self.ptr.deref() };
+        return unsafe { self.ptr.as_ref().expect("guard alive").deref() };
     }
 }
 
@@ -533,7 +539,7 @@ impl<T> std::ops::Deref for RmapWriteGuard<'_, T> {
         return unsafe { &*self.lock.data.0.get() };
         #[cfg(loom)]
         // SAFETY: as above; loom checks it.
-        return unsafe { &*self.ptr.deref() };
+        return unsafe { &*self.ptr.as_ref().expect("guard alive").deref() };
     }
 }
 
@@ -544,12 +550,15 @@ impl<T> std::ops::DerefMut for RmapWriteGuard<'_, T> {
         return unsafe { &mut *self.lock.data.0.get() };
         #[cfg(loom)]
         // SAFETY: as above; loom checks it.
-        return unsafe { self.ptr.deref() };
+        return unsafe { self.ptr.as_mut().expect("guard alive").deref() };
     }
 }
 
 impl<T> Drop for RmapReadGuard<'_, T> {
     fn drop(&mut self) {
+        // Under loom the access ends before the lock is released.
+        #[cfg(loom)]
+        drop(self.ptr.take());
         spin_depth_add(self.lock.kind, -1);
         self.lock.read_unlock();
     }
@@ -557,6 +566,9 @@ impl<T> Drop for RmapReadGuard<'_, T> {
 
 impl<T> Drop for RmapWriteGuard<'_, T> {
     fn drop(&mut self) {
+        // Under loom the access ends before the lock is released.
+        #[cfg(loom)]
+        drop(self.ptr.take());
         spin_depth_add(self.lock.kind, -1);
         self.lock.write_unlock();
     }
