@@ -40,7 +40,7 @@ impl AnonObject {
         Arc::new_cyclic(|weak| AnonObject {
             id: frames.objects.insert_anon(weak.clone()),
             parent,
-            mappings: Mappings::new(&frames),
+            mappings: Mappings::new(frames),
             frames: frames.clone(),
         })
     }

@@ -492,7 +492,7 @@ impl<T> RmapLock<T> {
                 self.state.fetch_add(n * READER, Ordering::Relaxed);
                 n
             };
-            let last = q.waiters.drain(..n).last().map(|w| w.ticket);
+            let last = q.waiters.drain(..n).next_back().map(|w| w.ticket);
             q.granted = last.map_or(q.granted, |t| t + 1);
             if q.waiters.is_empty() {
                 self.state.fetch_and(!WAITERS, Ordering::Relaxed);
