@@ -48,7 +48,11 @@ pub fn run(plan: &Plan) -> Result<Results> {
             continue;
         }
         if workload.is_fork() {
-            for threads in plan.counts(workload) {
+            // fork_vmas is single-threaded: it runs once.
+            let once = usize::from(workload == Workload::ForkVmas);
+            let counts = plan.counts(workload);
+            let n = if once == 1 { 1 } else { counts.len() };
+            for threads in counts.into_iter().take(n) {
                 bar.set_message(format!("{} t={threads}", workload.name()));
                 if workload == Workload::ForkStorm {
                     rows.extend(fork::storm(&plan.sizes, &plan.rmap_locks, threads)?);
