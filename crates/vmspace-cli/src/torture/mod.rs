@@ -70,7 +70,7 @@
 
 use std::time::Duration;
 
-use vmspace::{FaultStats, Strategy};
+use vmspace::{FaultStats, RmapLockKind, Strategy};
 
 mod draw;
 mod files;
@@ -81,7 +81,7 @@ mod run;
 mod store;
 mod worker;
 
-pub use run::run;
+pub use run::{run, run_with};
 
 /// Base address of the window the threads work in.
 pub const BASE: u64 = crate::backend::WINDOW_BASE;
@@ -128,6 +128,8 @@ pub struct Options {
 pub struct Report {
     /// The strategy.
     pub strategy: Strategy,
+    /// The arena's rmap lock kind.
+    pub rmap_lock: RmapLockKind,
     /// Operations done (accesses and calls).
     pub ops: u64,
     /// Loads and stores.
@@ -184,8 +186,9 @@ impl Report {
     pub fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "{}: {} ops ({} accesses, {} mapping changes), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages",
+            "{}: rmap lock {}, {} ops ({} accesses, {} mapping changes), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages",
             self.strategy.name(),
+            self.rmap_lock.name(),
             self.ops,
             self.accesses,
             self.mapping_ops,
