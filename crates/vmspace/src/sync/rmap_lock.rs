@@ -10,9 +10,13 @@
 //!   newcomer writer takes a free lock even if others are queued) and
 //!   optimistic spinning (a writer spins a bounded while before it parks),
 //!   as Linux's rwsem ended up. A release only wakes the queue; the woken
-//!   head competes with stealers.
+//!   head competes with stealers (and may lose again: there is no hand-off
+//!   bit bounding a waiter's wait, as Linux added later). The spin cannot
+//!   see whether the holder runs: it is bounded instead.
 //! * [`RmapLockKind::Rwlock`]: spinning (Ingo's `rwlock_t` patch): nobody
-//!   sleeps, waiters spin (and yield, see [`super::spin_wait`]). Nothing may
+//!   sleeps, waiters spin (and yield, see [`super::spin_wait`]); readers
+//!   enter whenever no writer holds it (a stream of readers can hold a
+//!   writer off, as with the old `rwlock_t`). Nothing may
 //!   sleep under it: code that may sleep calls [`assert_may_sleep`], which
 //!   in debug builds panics if this thread holds a spinning rmap lock. The
 //!   MMU notifiers called from rmap walks (`try_to_unmap`) go through it
