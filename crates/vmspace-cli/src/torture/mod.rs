@@ -186,9 +186,8 @@ impl Report {
     pub fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "{}: rmap lock {}, {} ops ({} accesses, {} mapping changes), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages",
+            "{}: {} ops ({} accesses, {} mapping changes), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages, rmap lock {}",
             self.strategy.name(),
-            self.rmap_lock.name(),
             self.ops,
             self.accesses,
             self.mapping_ops,
@@ -208,6 +207,7 @@ impl Report {
             self.violation_count,
             self.leaked_frames,
             self.unknown_pages,
+            self.rmap_lock.name(),
         )
     }
 }

@@ -14,10 +14,10 @@
 //!   bit bounding a waiter's wait, as Linux added later). The spin cannot
 //!   see whether the holder runs: it is bounded instead.
 //! * [`RmapLockKind::Rwlock`]: spinning (Ingo's `rwlock_t` patch): nobody
-//!   sleeps, waiters spin (and yield, see [`super::spin_wait`]); readers
+//!   sleeps, waiters spin (and yield, see `sync::spin_wait`); readers
 //!   enter whenever no writer holds it (a stream of readers can hold a
 //!   writer off, as with the old `rwlock_t`). Nothing may
-//!   sleep under it: code that may sleep calls [`assert_may_sleep`], which
+//!   sleep under it: code that may sleep calls `assert_may_sleep`, which
 //!   in debug builds panics if this thread holds a spinning rmap lock. The
 //!   MMU notifiers called from rmap walks (`try_to_unmap`) go through it
 //!   before a callback that may sleep: that is Andrea's objection, checked.
