@@ -15,6 +15,7 @@
 //! * `env`: the operations a workload needs, over vmspace and over Linux;
 //! * `run`: one measurement of one workload (threads, windows, sampling);
 //! * `lookup`: the VMA lookup workload (range tree vs. the alternatives);
+//! * `fork`: the fork workloads (per rmap lock kind; by name only);
 //! * `trust`: whether the controls say the run can be trusted;
 //! * `report`: the table and the JSON;
 //! * `plot`: the SVG plots.
@@ -25,6 +26,7 @@
 //! bench's threads, its frame arena or its allocator.
 
 mod env;
+mod fork;
 mod lookup;
 mod plan;
 mod plot;
@@ -39,7 +41,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use hdrhistogram::Histogram;
-use vmspace::{FaultStats, Strategy};
+use vmspace::{FaultStats, RmapLockKind, Strategy};
 
 use crate::exit;
 use plan::Plan;
@@ -65,10 +67,14 @@ pub enum Workload {
     SleepyFile,
     /// VMA lookups alone.
     Lookup,
+    /// Threads forking one parent of many VMAs (per rmap lock kind).
+    ForkStorm,
+    /// Fork of a parent of 10 000 VMAs with and without VMA write-locking.
+    ForkVmas,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 10] = [
         Workload::PageFault1,
         Workload::PageFault2,
         Workload::PageFault3,
@@ -77,6 +83,8 @@ impl Workload {
         Workload::MixedReaders,
         Workload::SleepyFile,
         Workload::Lookup,
+        Workload::ForkStorm,
+        Workload::ForkVmas,
     ];
 
     /// The name on the command line and in results.
@@ -90,6 +98,8 @@ impl Workload {
             Workload::MixedReaders => "mixed_readers",
             Workload::SleepyFile => "sleepy_file",
             Workload::Lookup => "lookup",
+            Workload::ForkStorm => "fork_storm",
+            Workload::ForkVmas => "fork_vmas",
         }
     }
 
@@ -101,6 +111,12 @@ impl Workload {
                 let names: Vec<_> = Workload::ALL.iter().map(|w| w.name()).collect();
                 format!("unknown workload {s:?} (one of: {})", names.join(", "))
             })
+    }
+
+    /// A fork workload (`fork.rs`): selected by name only, not in the
+    /// default suite.
+    pub fn is_fork(self) -> bool {
+        matches!(self, Workload::ForkStorm | Workload::ForkVmas)
     }
 
     /// A workload with an extra thread measured against its idle baseline.
@@ -135,12 +151,16 @@ const MAX_REPEAT: usize = 1000;
 /// `--strategy`'s default: the names of [`Target::ALL`].
 const DEFAULT_TARGETS: &str = "mmap-lock,per-vma,speculative,host,no-fault";
 
+/// `--rmap-lock`'s default: every kind.
+const DEFAULT_RMAP_LOCKS: &str = "rwsem,rwsem-spin,rwlock";
+
 /// Arguments of `vmspace bench`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Workloads to run; none named: the default suite, every workload, with
-    /// results.json and the plots in target/vmspace-bench/ [default: all of
-    /// them]
+    /// Workloads to run; none named: the default suite, every workload but
+    /// fork_storm and fork_vmas (run when named), with results.json and the
+    /// plots in target/vmspace-bench/ [default: all of them but the fork
+    /// workloads]
     #[arg(value_parser = workload_parser())]
     workloads: Vec<Workload>,
     #[arg(long, value_delimiter = ',', value_parser = count_parser("--threads", MAX_THREADS),
@@ -156,6 +176,12 @@ pub struct Args {
           default_value = DEFAULT_TARGETS,
           hide_possible_values = true)]
     strategy: Vec<Target>,
+    /// Rmap lock kinds, comma-separated: rwsem, rwsem-spin, rwlock; for the
+    /// workloads reported per kind (fork_storm); the others use the default
+    /// (rwsem-spin)
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_RMAP_LOCKS,
+          value_parser = rmap_lock_parser(), hide_possible_values = true)]
+    rmap_lock: Vec<RmapLockKind>,
     /// Write the results as JSON to this file (checked before the run)
     #[arg(long)]
     json: Option<PathBuf>,
@@ -205,6 +231,12 @@ fn repeat_help() -> String {
 /// Parses a workload name; `--help` lists the names.
 fn workload_parser() -> impl TypedValueParser<Value = Workload> {
     PossibleValuesParser::new(Workload::ALL.map(Workload::name)).try_map(|s| Workload::parse(&s))
+}
+
+/// Parses an rmap lock kind; `--help` lists the names.
+fn rmap_lock_parser() -> impl TypedValueParser<Value = RmapLockKind> {
+    PossibleValuesParser::new(RmapLockKind::ALL.map(RmapLockKind::name))
+        .try_map(|s| s.parse::<RmapLockKind>())
 }
 
 /// Parses a target name; `--help` lists the names.
@@ -337,6 +369,13 @@ pub struct Row {
     pub ns_per_op: Option<f64>,
     /// Why the row has no result.
     pub skipped: Option<String>,
+    /// The rmap lock kind of the row's arena (fork workloads).
+    pub rmap_lock: Option<&'static str>,
+    /// Rmap lock waits over the measured windows (fork_storm).
+    pub rmap_lock_waits: Option<u64>,
+    /// fork_vmas: fork time with the parent's VMAs write-locked over
+    /// without, minus one.
+    pub fork_lock_overhead: Option<f64>,
 }
 
 /// The mixed-workload columns of a row.

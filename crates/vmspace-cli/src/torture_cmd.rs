@@ -1,8 +1,10 @@
-//! `vmspace torture [--seconds S] [--threads N] [--strategy LIST] [--seed N]
-//! [--inject RATE]`: random concurrent operations with a checker (see
-//! [`vmspace_cli::torture`]), on each strategy in turn.
+//! `vmspace torture [--seconds S] [--threads N] [--strategy LIST]
+//! [--rmap-lock LIST] [--seed N] [--inject RATE]`: random concurrent
+//! operations with a checker (see [`vmspace_cli::torture`]), on each
+//! strategy and rmap lock kind in turn.
 //!
-//! Prints one summary line per strategy and a last line with the seed.
+//! Prints one summary line per strategy and kind and a last line with the
+//! seed.
 //! Exit status: 0 when nothing was found, 1 on any violation or leak (the
 //! seed to reproduce it is printed), 2 for bad arguments (found by the
 //! parser, before any thread starts).
@@ -11,14 +13,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use vmspace::debug::ProtocolBreak;
-use vmspace::Strategy;
-use vmspace_cli::torture::{run, Options};
+use vmspace::{RmapLockKind, Strategy};
+use vmspace_cli::torture::{run_with, Options};
 
 /// Arguments of `vmspace torture`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Seconds for the whole run, shared equally by the strategies (0 to
-    /// 86400).
+    /// Seconds for the whole run, shared equally by the strategies and rmap
+    /// lock kinds (0 to 86400).
     #[arg(long, allow_negative_numbers = true, default_value_t = 10.0, value_parser = seconds)]
     seconds: f64,
     /// Threads per address space (1 to 256).
@@ -28,6 +30,11 @@ pub struct Args {
     /// `all`.
     #[arg(long, default_value = "all", value_parser = strategies)]
     strategy: StrategyList,
+    /// Rmap lock kinds of the arena, comma-separated (rwsem, rwsem-spin,
+    /// rwlock); each strategy runs on each.
+    #[arg(long, value_delimiter = ',', default_value = "rwsem,rwsem-spin,rwlock",
+          value_parser = |s: &str| s.parse::<RmapLockKind>())]
+    rmap_lock: Vec<RmapLockKind>,
     /// Seed of every random choice (default: from the clock, printed).
     #[arg(long, allow_negative_numbers = true)]
     seed: Option<u64>,
@@ -93,9 +100,13 @@ pub fn main(args: Args) -> ExitCode {
         eprintln!("vmspace torture: protocol broken on purpose: {b:?}");
     }
     let strategies = args.strategy.0;
-    let per = args.seconds / strategies.len().max(1) as f64;
+    let kinds = args.rmap_lock;
+    let per = args.seconds / (strategies.len() * kinds.len()).max(1) as f64;
     let mut clean = true;
-    for strategy in strategies {
+    let runs = strategies
+        .iter()
+        .flat_map(|&s| kinds.iter().map(move |&k| (s, k)));
+    for (strategy, kind) in runs {
         let opts = Options {
             seconds: per,
             threads: args.threads as usize,
@@ -104,7 +115,7 @@ pub fn main(args: Args) -> ExitCode {
             epoch: Duration::from_millis(args.epoch_ms),
             max_ops: None,
         };
-        match run(strategy, &opts) {
+        match run_with(strategy, kind, &opts) {
             Ok(report) => {
                 println!("{}", report.summary());
                 for v in &report.violations {
@@ -113,7 +124,11 @@ pub fn main(args: Args) -> ExitCode {
                 clean &= report.clean();
             }
             Err(e) => {
-                println!("{}: could not run: {e:#}", strategy.name());
+                println!(
+                    "{}: rmap lock {}: could not run: {e:#}",
+                    strategy.name(),
+                    kind.name()
+                );
                 clean = false;
             }
         }

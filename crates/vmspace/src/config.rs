@@ -36,6 +36,24 @@ impl std::str::FromStr for Strategy {
     }
 }
 
+/// Settings of a frame arena ([`crate::FrameAllocator::with_config`]).
+#[derive(Clone, Debug)]
+pub struct ArenaConfig {
+    /// Memory of the arena, rounded up to whole frames.
+    pub bytes: u64,
+    /// The rmap lock of every object (file, anonymous object) on the arena.
+    pub rmap_lock: crate::RmapLockKind,
+}
+
+impl Default for ArenaConfig {
+    fn default() -> Self {
+        ArenaConfig {
+            bytes: 64 << 20,
+            rmap_lock: crate::RmapLockKind::default(),
+        }
+    }
+}
+
 /// Settings of an address space.
 #[derive(Clone, Debug)]
 pub struct Config {

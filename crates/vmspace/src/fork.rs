@@ -48,11 +48,24 @@ impl AddressSpace {
     /// `fork`, see the module documentation). Its `Cpu`s are its own; the
     /// two share the frame arena.
     pub fn fork(self: &Arc<Self>) -> Arc<AddressSpace> {
+        self.fork_with(!broken(ProtocolBreak::ForkWithoutVmaLock))
+    }
+
+    /// `fork` without write-locking the parent's VMAs, in every build: only
+    /// for the benchmark that measures what the locking costs (`fork_vmas`).
+    /// Unsound if anything faults on the parent meanwhile (see the module
+    /// documentation); the caller must be the parent's only thread.
+    #[doc(hidden)]
+    pub fn fork_unlocked_for_bench(self: &Arc<Self>) -> Arc<AddressSpace> {
+        self.fork_with(false)
+    }
+
+    fn fork_with(self: &Arc<Self>, lock_vmas: bool) -> Arc<AddressSpace> {
         let child = AddressSpace::new(self.config.clone(), self.frames.clone())
             .expect("the parent's configuration was validated");
         let w = self.write_lock();
         let vmas = self.vmas_in(0, ADDR_LIMIT);
-        if !broken(ProtocolBreak::ForkWithoutVmaLock) {
+        if lock_vmas {
             for v in &vmas {
                 v.write_lock(&w);
             }

@@ -208,6 +208,9 @@ pub struct FrameAllocator {
     pub(crate) objects: crate::rmap::ObjectTable,
     /// Which frames `madvise(MADV_FREE)` made lazy-free (see [`LazyFree`]).
     lazyfree: LazyFree,
+    /// The rmap lock kind of every object here, and their shared counters.
+    rmap_lock: crate::RmapLockKind,
+    pub(crate) rmap_counters: std::sync::Arc<crate::sync::rmap_lock::RmapLockCounters>,
 }
 
 /// The free lists of a new arena of `frames` frames (frame 0 excluded): each
@@ -251,6 +254,15 @@ impl FrameAllocator {
     /// An arena of `bytes` (rounded up to whole frames, plus the zero frame),
     /// prefaulted so that faults measure zeroing and copying, not host faults.
     pub fn new(bytes: u64) -> Result<Self, ArenaError> {
+        FrameAllocator::with_config(&crate::ArenaConfig {
+            bytes,
+            ..Default::default()
+        })
+    }
+
+    /// An arena as `config` says (see [`FrameAllocator::new`]).
+    pub fn with_config(config: &crate::ArenaConfig) -> Result<Self, ArenaError> {
+        let bytes = config.bytes;
         let frames = bytes.div_ceil(PAGE_SIZE).saturating_add(1);
         let frames = u32::try_from(frames).map_err(|_| {
             ArenaError(std::io::Error::new(
@@ -284,7 +296,19 @@ impl FrameAllocator {
             poison: cfg!(debug_assertions),
             objects: Default::default(),
             lazyfree: LazyFree::new(frames),
+            rmap_lock: config.rmap_lock,
+            rmap_counters: Default::default(),
         })
+    }
+
+    /// The rmap lock kind of this arena's objects.
+    pub fn rmap_lock_kind(&self) -> crate::RmapLockKind {
+        self.rmap_lock
+    }
+
+    /// Waits and acquisitions of this arena's rmap locks so far.
+    pub fn rmap_lock_stats(&self) -> crate::RmapLockStats {
+        self.rmap_counters.stats()
     }
 
     /// Frames in the arena, the zero frame excluded.

@@ -48,7 +48,7 @@ mod vma;
 mod vmacache;
 mod writer;
 
-pub use config::{Config, ConfigError, MapFlags, RemapFlags, Strategy};
+pub use config::{ArenaConfig, Config, ConfigError, MapFlags, RemapFlags, Strategy};
 pub use cpu::Cpu;
 pub use error::{Access, Errno, Fault, FaultCause};
 pub use frame::{ArenaError, FrameAllocator, FrameId, Owner, PAGE_SIZE, POISON};
@@ -61,4 +61,5 @@ pub use rmap::UnmapError;
 pub use space::{AddressSpace, MapInfo, MapSource, MAX_FILE_PAGES, STACK_GUARD_GAP};
 pub use stats::FaultStats;
 pub use swap::{SlotError, SwapConfig, SwapDevice, SwapError, SwapSlot, SwapStats, MAX_SLOTS};
+pub use sync::rmap_lock::{RmapLockKind, RmapLockStats};
 pub use vma::Prot;

@@ -88,6 +88,8 @@ impl Sizes {
             Workload::PageFault1 | Workload::PageFault3 => t * self.region,
             Workload::PageFault2 => 2 * t * self.region,
             Workload::Mmap1 | Workload::Lookup => 0,
+            // fork.rs makes arenas of its own.
+            Workload::ForkStorm | Workload::ForkVmas => 0,
             Workload::MixedChurn | Workload::MixedReaders => {
                 (t - 1) * self.mixed_region + run::CHURN_BYTES
             }
@@ -121,13 +123,15 @@ pub struct Plan {
     pub arena: u64,
     /// Where the results go (checked writable).
     pub outputs: Outputs,
+    /// The rmap lock kinds of the workloads reported per kind.
+    pub rmap_locks: Vec<vmspace::RmapLockKind>,
 }
 
 /// Plans the bench `args` ask for, or says why it is bad usage.
 pub fn plan(args: &Args) -> Result<Plan, String> {
     let suite = args.workloads.is_empty();
     let workloads = if suite {
-        Workload::ALL.to_vec()
+        Workload::ALL.into_iter().filter(|w| !w.is_fork()).collect()
     } else {
         args.workloads.clone()
     };
@@ -181,6 +185,7 @@ pub fn plan(args: &Args) -> Result<Plan, String> {
         targets: args.strategy.clone(),
         arena: if vm_targets { footprint } else { 0 },
         outputs,
+        rmap_locks: args.rmap_lock.clone(),
     })
 }
 

@@ -57,7 +57,9 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let faults: Vec<_> = rows
         .iter()
-        .filter(|r| !r.workload.is_mixed() && r.workload != Workload::Lookup)
+        .filter(|r| {
+            !r.workload.is_mixed() && r.workload != Workload::Lookup && !r.workload.is_fork()
+        })
         .collect();
     if !faults.is_empty() {
         let _ = writeln!(
@@ -197,7 +199,46 @@ pub fn table(rows: &[Row]) -> String {
             );
         }
     }
+    fork_table(&mut out, rows);
     out
+}
+
+/// The fork workloads' section: forks/s per rmap lock kind (fork_storm)
+/// or with and without VMA write-locking (fork_vmas).
+fn fork_table(out: &mut String, rows: &[Row]) {
+    let forks: Vec<_> = rows.iter().filter(|r| r.workload.is_fork()).collect();
+    if forks.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<10} {:>3} {:>6} {:<10} {:<10} {:>9} {:>5} {:>10} {:>9}",
+        "workload",
+        "thr",
+        "vmas",
+        "strategy",
+        "rmap lock",
+        "forks/s",
+        "+-",
+        "rmap waits",
+        "lock cost"
+    );
+    for r in forks {
+        let _ = writeln!(
+            out,
+            "{:<10} {:>3} {:>6} {:<10} {:<10} {:>9} {:>5} {:>10} {:>9}",
+            r.workload.name(),
+            r.threads,
+            r.vmas.unwrap_or(0),
+            r.strategy,
+            r.rmap_lock.unwrap_or("-"),
+            rate(r.ops_per_sec.unwrap_or(0.0)),
+            spread(r),
+            r.rmap_lock_waits.map_or("-".into(), |w| w.to_string()),
+            r.fork_lock_overhead
+                .map_or("-".into(), |x| format!("{:+.1}%", x * 100.0)),
+        );
+    }
 }
 
 fn first_line(cmd: &str, args: &[&str]) -> Option<String> {
@@ -329,6 +370,15 @@ pub fn row_json(r: &Row) -> Value {
     }
     if let Some(x) = r.ns_per_op {
         put(&mut o, "ns_per_op", x);
+    }
+    if let Some(k) = r.rmap_lock {
+        put(&mut o, "rmap_lock", k);
+    }
+    if let Some(w) = r.rmap_lock_waits {
+        put(&mut o, "rmap_lock_waits", w);
+    }
+    if let Some(x) = r.fork_lock_overhead {
+        put(&mut o, "fork_lock_overhead", x);
     }
     Value::Object(o)
 }

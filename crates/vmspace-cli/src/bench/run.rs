@@ -290,6 +290,9 @@ pub fn measure<E: Env>(env: &E, spec: &Spec) -> Measurement {
                         faulter(env, sh, me, MapKind::Sleepy, spec.sleepy_region, true)
                     }
                     Workload::Lookup => unreachable!("lookup is measured by lookup.rs"),
+                    Workload::ForkStorm | Workload::ForkVmas => {
+                        unreachable!("the fork workloads are measured by fork.rs")
+                    }
                 })
             })
             .collect();

@@ -15,7 +15,7 @@ use vmspace::{FaultStats, FrameAllocator, Strategy};
 
 use super::plan::{Plan, Sizes};
 use super::run::{self, Measurement, Spec};
-use super::{env, lookup, median, MixedRow, Ratio, RatioRow, Row, Target, Workload};
+use super::{env, fork, lookup, median, MixedRow, Ratio, RatioRow, Row, Target, Workload};
 
 /// What a bench measured.
 pub struct Results {
@@ -47,6 +47,22 @@ pub fn run(plan: &Plan) -> Result<Results> {
             }
             continue;
         }
+        if workload.is_fork() {
+            // fork_vmas is single-threaded: it runs once.
+            let once = usize::from(workload == Workload::ForkVmas);
+            let counts = plan.counts(workload);
+            let n = if once == 1 { 1 } else { counts.len() };
+            for threads in counts.into_iter().take(n) {
+                bar.set_message(format!("{} t={threads}", workload.name()));
+                if workload == Workload::ForkStorm {
+                    rows.extend(fork::storm(&plan.sizes, &plan.rmap_locks, threads)?);
+                } else {
+                    rows.extend(fork::vmas(&plan.sizes)?);
+                }
+                bar.inc(1);
+            }
+            continue;
+        }
         let (r, q) = run_workload(plan, workload, frames.as_ref(), &bar)?;
         rows.extend(r);
         ratios.extend(q);
@@ -66,6 +82,7 @@ fn steps(plan: &Plan) -> u64 {
         .iter()
         .map(|&(w, _)| match w {
             Workload::Lookup => (lookup::STRUCTURES.len() * 3 * plan.sizes.repeat) as u64,
+            w if w.is_fork() => 1,
             w if w.is_mixed() => targets(w) as u64,
             w => (targets(w) * plan.sizes.repeat) as u64,
         })
@@ -357,6 +374,9 @@ fn aggregate(workload: Workload, target: Target, threads: usize, runs: Vec<Measu
         mixed,
         ns_per_op: None,
         skipped: None,
+        rmap_lock: None,
+        rmap_lock_waits: None,
+        fork_lock_overhead: None,
     }
 }
 
@@ -378,6 +398,9 @@ fn skipped_row(workload: Workload, target: Target, threads: usize, why: &str) ->
         mixed: None,
         ns_per_op: None,
         skipped: Some(why.to_string()),
+        rmap_lock: None,
+        rmap_lock_waits: None,
+        fork_lock_overhead: None,
     }
 }
 
@@ -426,6 +449,9 @@ fn run_lookup(sizes: &Sizes, threads: usize, bar: &ProgressBar) -> Vec<Row> {
                 mixed: None,
                 ns_per_op: Some(threads as f64 / ops_per_sec * 1e9),
                 skipped: None,
+                rmap_lock: None,
+                rmap_lock_waits: None,
+                fork_lock_overhead: None,
             });
         }
     }

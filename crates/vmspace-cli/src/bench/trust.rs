@@ -176,6 +176,9 @@ mod tests {
             mixed: None,
             ns_per_op: None,
             skipped: None,
+            rmap_lock: None,
+            rmap_lock_waits: None,
+            fork_lock_overhead: None,
         }
     }
 

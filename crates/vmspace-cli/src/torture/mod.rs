@@ -73,7 +73,7 @@
 
 use std::time::Duration;
 
-use vmspace::{FaultStats, Strategy};
+use vmspace::{FaultStats, RmapLockKind, Strategy};
 
 mod draw;
 mod files;
@@ -85,7 +85,7 @@ mod run;
 mod store;
 mod worker;
 
-pub use run::run;
+pub use run::{run, run_with};
 
 /// Base address of the window the threads work in.
 pub const BASE: u64 = crate::backend::WINDOW_BASE;
@@ -132,6 +132,8 @@ pub struct Options {
 pub struct Report {
     /// The strategy.
     pub strategy: Strategy,
+    /// The arena's rmap lock kind.
+    pub rmap_lock: RmapLockKind,
     /// Operations done (accesses and calls).
     pub ops: u64,
     /// Loads and stores.
@@ -190,7 +192,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "{}: {} ops ({} accesses, {} mapping changes, {} forks), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages",
+            "{}: {} ops ({} accesses, {} mapping changes, {} forks), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages, rmap lock {}",
             self.strategy.name(),
             self.ops,
             self.accesses,
@@ -212,6 +214,7 @@ impl Report {
             self.violation_count,
             self.leaked_frames,
             self.unknown_pages,
+            self.rmap_lock.name(),
         )
     }
 }

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use vmspace::{AddressSpace, Config, FrameAllocator, Strategy, PAGE_SIZE};
+use vmspace::{
+    AddressSpace, ArenaConfig, Config, FrameAllocator, RmapLockKind, Strategy, PAGE_SIZE,
+};
 
 use super::files::{Files, DATA_IDS};
 use super::inject::{Armed, Injector};
@@ -67,10 +69,19 @@ impl Injection<'_> {
     }
 }
 
-/// Runs the torture on one strategy.
+/// Runs the torture on one strategy, with the default rmap lock.
 pub fn run(strategy: Strategy, opts: &Options) -> anyhow::Result<Report> {
-    let mut frames = FrameAllocator::new(ARENA_FRAMES * PAGE_SIZE)
-        .map_err(|e| anyhow::anyhow!("frame arena: {}", e.0))?;
+    run_with(strategy, RmapLockKind::default(), opts)
+}
+
+/// Runs the torture on one strategy over an arena whose rmap lock is `kind`.
+pub fn run_with(strategy: Strategy, kind: RmapLockKind, opts: &Options) -> anyhow::Result<Report> {
+    let arena = ArenaConfig {
+        bytes: ARENA_FRAMES * PAGE_SIZE,
+        rmap_lock: kind,
+    };
+    let mut frames =
+        FrameAllocator::with_config(&arena).map_err(|e| anyhow::anyhow!("frame arena: {}", e.0))?;
     frames.set_poison(true);
     let frames = Arc::new(frames);
     let stores = Arc::new(Injector::new(opts.seed));
@@ -131,6 +142,7 @@ pub fn run(strategy: Strategy, opts: &Options) -> anyhow::Result<Report> {
     let leaked_frames = frames_after_grace_periods(&frames);
     Ok(Report {
         strategy,
+        rmap_lock: kind,
         ops,
         accesses: tally.accesses,
         mapping_ops,

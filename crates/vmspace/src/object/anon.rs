@@ -40,7 +40,7 @@ impl AnonObject {
         Arc::new_cyclic(|weak| AnonObject {
             id: frames.objects.insert_anon(weak.clone()),
             parent,
-            mappings: Mappings::default(),
+            mappings: Mappings::new(frames),
             frames: frames.clone(),
         })
     }

@@ -243,6 +243,7 @@ impl File {
         frames: Arc<FrameAllocator>,
         anonymous: bool,
     ) -> Arc<File> {
+        let mappings = Mappings::new(&frames);
         Arc::new_cyclic(|weak| File {
             id: frames.objects.insert_file(weak.clone()),
             pages,
@@ -252,7 +253,7 @@ impl File {
             store,
             frames,
             error: parking_lot::Mutex::new(None),
-            mappings: Mappings::default(),
+            mappings,
             anonymous,
         })
     }

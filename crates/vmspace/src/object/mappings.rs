@@ -13,12 +13,15 @@
 //! replacement and the VMA it replaces) are two equal entries, and forgetting
 //! one removes one of them.
 //!
-//! Locks: the list's lock is the rmap lock. Writers take it for writing under
+//! Locks: the list's lock is the rmap lock (an `RmapLock` of the arena's
+//! kind, `sync/rmap_lock.rs`). Writers take it for writing under
 //! the address-space lock (and a fault under its VMA lock); walks take it for
 //! reading with no address-space lock, and take PTE locks under it (see
 //! `sync`).
 
+use crate::frame::FrameAllocator;
 use crate::space::AddressSpace;
+use crate::sync::rmap_lock::RmapLock;
 
 /// One attached VMA's record (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,10 +70,18 @@ impl Mapping {
 }
 
 /// See the module documentation.
-#[derive(Default)]
-pub(crate) struct Mappings(parking_lot::RwLock<Vec<Mapping>>);
+pub(crate) struct Mappings(RmapLock<Vec<Mapping>>);
 
 impl Mappings {
+    /// An empty list locked by the rmap lock kind of `frames`.
+    pub(crate) fn new(frames: &FrameAllocator) -> Mappings {
+        Mappings(RmapLock::new(
+            frames.rmap_lock_kind(),
+            frames.rmap_counters.clone(),
+            Vec::new(),
+        ))
+    }
+
     /// An attached VMA is recorded.
     pub(crate) fn add(&self, m: Mapping) {
         self.0.write().push(m);

@@ -17,7 +17,8 @@
 //!      │                       `redeal`, with no frame out: all, in order)
 //!      ├─ PTE lock of a fork's child (fork holds the parent's entry lock and
 //!      │  then the child's, one pair at a time)
-//!      └─ rmap lock (an object's mapping list, `object/mappings.rs`: taken
+//!      └─ rmap lock (an object's mapping list, `object/mappings.rs`, an
+//!         `RmapLock` of the arena's kind, `rmap_lock.rs`: taken
 //!         for writing by writers when a VMA is stored or detached, and by
 //!         the fault that gives a VMA its anonymous object; only frame free
 //!         lists under it)
@@ -58,6 +59,10 @@
 //! parent at once, under the parent's address-space write lock, while it
 //! copies (no parent fault may run meanwhile); the child's locks are its own
 //! and nothing else can reach the child before fork returns.
+
+pub mod rmap_lock;
+#[allow(unused_imports)]
+pub(crate) use rmap_lock::assert_may_sleep;
 
 // ---------------------------------------------------------------------------
 // The shim: every atomic, lock and spin of the protocols comes from here, so
