@@ -214,15 +214,22 @@ fn move_range(
         src.pgoff
     };
     w.insert(src.relocated(dest, dest + new_len, pgoff, w.seq));
-    move_ptes(w, addr, old_end, dest);
+    move_ptes(w, &src, addr, old_end, dest);
     w.unmap(addr, old_end)?;
     w.merge_around(dest, dest + new_len);
     Ok(())
 }
 
-/// Moves the page-table entries of `[start, end)` to `dest`
+/// Moves the page-table entries of `[start, end)` of `src` to `dest`
 /// (`PageTable::move_entries`) and flushes the source's translations.
-fn move_ptes(w: &Writer<'_>, start: u64, end: u64, dest: u64) {
+///
+/// A file's reverse-map walks are held off meanwhile (its rmap lock, for
+/// writing): a walk visits the source and the destination address one after
+/// the other, and an entry moving between the two visits would escape it
+/// (a write-back's cleaning would leave it writable, and a later write
+/// would dirty the page unseen).
+fn move_ptes(w: &Writer<'_>, src: &Vma, start: u64, end: u64, dest: u64) {
+    let _no_walks = src.file().map(|f| f.mappings().hold_off_walks());
     let batch = w.space.page_table().move_entries(start, end, dest);
     w.space.flush(batch);
 }

@@ -97,6 +97,12 @@ impl Mappings {
         then(&list)
     }
 
+    /// Holds the lock for writing until the guard drops, so that no walk
+    /// runs meanwhile (`mremap` moving entries, `remap.rs`).
+    pub(crate) fn hold_off_walks(&self) -> impl Drop + '_ {
+        self.0.write()
+    }
+
     /// Calls `visit(space, addr)` for every record that covers page
     /// `index`, with the address that maps it there, under the lock.
     pub(crate) fn for_each_at(&self, index: u64, visit: &mut dyn FnMut(&AddressSpace, u64)) {

@@ -21,7 +21,9 @@
 //!         `RmapLock` of the arena's kind, `rmap_lock.rs`: taken
 //!         for writing by writers when a VMA is stored or detached, and by
 //!         the fault that gives a VMA its anonymous object; only frame free
-//!         lists under it)
+//!         lists under it, except `mremap` moving a file VMA's entries,
+//!         which holds the file's rmap lock for writing around the PTE locks
+//!         and the shootdown of the move, as a walk does for reading)
 //! rmap lock, taken for reading by a walk (`rmap.rs`: try_to_unmap,
 //!   page_referenced) with no address-space or VMA lock held
 //! └─ PTE lock (one at a time)
