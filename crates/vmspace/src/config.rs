@@ -43,6 +43,11 @@ pub struct ArenaConfig {
     pub bytes: u64,
     /// The rmap lock of every object (file, anonymous object) on the arena.
     pub rmap_lock: crate::RmapLockKind,
+    /// A swap device for the arena's private anonymous pages (none: reclaim
+    /// can free only lazy-free pages).
+    pub swap: Option<crate::SwapConfig>,
+    /// Reclaim settings (background reclaimer, watermarks).
+    pub reclaim: crate::ReclaimConfig,
 }
 
 impl Default for ArenaConfig {
@@ -50,6 +55,8 @@ impl Default for ArenaConfig {
         ArenaConfig {
             bytes: 64 << 20,
             rmap_lock: crate::RmapLockKind::default(),
+            swap: None,
+            reclaim: crate::ReclaimConfig::default(),
         }
     }
 }

@@ -84,8 +84,15 @@ impl Cpu {
             self.enter();
             let pte = self.space.page_table().read_for_access(addr);
             if pte.has(need) {
-                if !pte.has(used) {
-                    self.space.page_table().mark_used(addr, pte, used);
+                if !pte.has(used)
+                    && !self.space.page_table().mark_used(addr, pte, used)
+                    && access == Access::Write
+                {
+                    // The entry changed before its dirty bit was set: a
+                    // store must not land through an entry seen clean
+                    // (`pagetable.rs`, "PTE format"). Translate again.
+                    self.exit();
+                    continue;
                 }
                 self.space.frames().access_point(pte.frame());
                 let r = f(pte.frame(), addr & (PAGE_SIZE - 1));

@@ -50,6 +50,8 @@ use crate::error::{Access, Fault, FaultCause};
 use crate::frame::{FrameId, Owner, PAGE_SIZE};
 use crate::object::{AnonObject, File, FillError};
 use crate::pagetable::{NotInstalled, Pte, PteTable};
+use crate::swap::SwapSlot;
+use crate::swapcache::SwapInError;
 use crate::space::AddressSpace;
 use crate::stats::{Counter, FaultCounters};
 use crate::sync::{AtomicU64, Ordering};
@@ -62,13 +64,26 @@ use std::sync::Arc;
 const MAX_WRITER_WAITS: u32 = 4;
 /// Spin iterations of one wait (a few microseconds).
 const WRITER_WAIT_SPINS: u32 = 4096;
+/// Times a fault that found no frame makes room and tries again.
+const OOM_ROUNDS: u32 = 8;
+
+/// What a fault must wait for with no lock held before it starts over.
+pub(crate) enum WaitFor {
+    /// A page of a slow store, read into the page cache.
+    Page(Arc<File>, u64),
+    /// A swap slot, read into the swap cache as a page of this owner. The
+    /// fault holds one reference to the slot, which the read consumes.
+    Swap(SwapSlot, Owner),
+    /// A frame that a swap-out or another swap-in holds locked.
+    Unlocked,
+}
 
 /// What `fault_in_vma` did.
 pub(crate) enum Step {
     /// An entry is installed (by us or by a racing fault): retry the access.
     Done,
-    /// The page must be read from a slow store first, with no lock held.
-    Wait(Arc<File>, u64),
+    /// Something must be read or finish first, with no lock held.
+    Wait(WaitFor),
     /// The speculative path cannot handle this fault.
     Fallback,
     /// Speculative validation failed: start over.
@@ -142,11 +157,13 @@ impl AddressSpace {
         }
     }
 
-    /// Out of frames: some may still wait in deferred garbage for a grace
+    /// Out of frames. Some may still wait in deferred garbage for a grace
     /// period (pages of dropped shared memory, files whose last reference a
-    /// removed VMA holds), which the fault's own epoch guard held back.
-    /// With nothing held now, collect it (until a frame is free, for a
-    /// couple of milliseconds at most) and fault once more, on the lock path.
+    /// removed VMA holds), which the fault's own epoch guard held back; the
+    /// rest must be reclaimed (`reclaim.rs`). With nothing held now, make
+    /// room and fault again on the lock path, a bounded number of times:
+    /// other threads may take the frames first, and when nothing can be
+    /// reclaimed the fault fails promptly.
     #[cold]
     fn fault_after_collecting(
         &self,
@@ -154,19 +171,39 @@ impl AddressSpace {
         addr: u64,
         access: Access,
     ) -> Result<(), Fault> {
-        // Other threads' guards may hold the epoch back for a moment: try
-        // for up to a couple of milliseconds, then report what is true.
+        for _ in 0..OOM_ROUNDS {
+            if !self.make_room() {
+                break;
+            }
+            stats.bump(Counter::Retry);
+            match self.fault_with_mmap_lock(stats, addr, access) {
+                Err(f) if f.cause == FaultCause::OutOfMemory => continue,
+                r => return r,
+            }
+        }
+        self.frames().reclaim_counters().oom.bump();
+        Err(fault(addr, access, FaultCause::OutOfMemory))
+    }
+
+    /// Collects deferred garbage and reclaims until a frame is free, for a
+    /// couple of milliseconds at most (other threads' guards may hold the
+    /// epoch back for a moment); returns whether a frame is free.
+    fn make_room(&self) -> bool {
+        let frames = self.frames();
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(2);
         loop {
             vmspace_tree::sync::collect();
-            let frames = self.frames();
-            if frames.in_use() < frames.capacity() || std::time::Instant::now() > deadline {
-                break;
+            if frames.free_frames() > 0 {
+                return true;
+            }
+            if frames.reclaim(crate::reclaim::RECLAIM_BATCH) > 0 {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
             }
             std::thread::yield_now();
         }
-        stats.bump(Counter::Retry);
-        self.fault_with_mmap_lock(stats, addr, access)
     }
 
     /// The lock path: the address-space lock held for reading.
@@ -190,11 +227,11 @@ impl AddressSpace {
             };
             let step = self.fault_in_vma(entry.value, addr, access, &Validate::Locked);
             match step.map_err(|c| fault(addr, access, c))? {
-                Step::Wait(file, pgoff) => {
+                Step::Wait(w) => {
                     drop(g);
                     drop(lock);
                     stats.bump(Counter::Retry);
-                    self.wait_for_page(&file, pgoff, addr, access)?;
+                    self.wait(w, addr, access)?;
                 }
                 _ => {
                     stats.bump(Counter::Locked);
@@ -240,10 +277,10 @@ impl AddressSpace {
             drop(locked);
             match step {
                 Err(c) => return Some(Err(fault(addr, access, c))),
-                Ok(Step::Wait(file, pgoff)) => {
+                Ok(Step::Wait(w)) => {
                     drop(g);
                     stats.bump(Counter::Retry);
-                    if let Err(e) = self.wait_for_page(&file, pgoff, addr, access) {
+                    if let Err(e) = self.wait(w, addr, access) {
                         return Some(Err(e));
                     }
                 }
@@ -300,10 +337,10 @@ impl AddressSpace {
                 Err(c) if validate.still_valid() => return Some(Err(fault(addr, access, c))),
                 Err(_) | Ok(Step::Stale) => stats.bump(Counter::Retry),
                 Ok(Step::Fallback) => return None,
-                Ok(Step::Wait(file, pgoff)) => {
+                Ok(Step::Wait(w)) => {
                     drop(g);
                     stats.bump(Counter::Retry);
-                    if let Err(e) = self.wait_for_page(&file, pgoff, addr, access) {
+                    if let Err(e) = self.wait(w, addr, access) {
                         return Some(Err(e));
                     }
                 }
@@ -339,17 +376,29 @@ impl AddressSpace {
         }
     }
 
-    /// Reads a page of a slow store into the cache, with no lock held.
-    fn wait_for_page(
-        &self,
-        file: &File,
-        pgoff: u64,
-        addr: u64,
-        access: Access,
-    ) -> Result<(), Fault> {
-        file.fill(pgoff)
-            .map(|_| ())
-            .map_err(|e| fault(addr, access, fill_cause(e)))
+    /// Waits, with no lock held, for what `w` names: a page of a slow
+    /// store read into the page cache, a swap slot read into the swap
+    /// cache, or a locked frame's release.
+    fn wait(&self, w: WaitFor, addr: u64, access: Access) -> Result<(), Fault> {
+        match w {
+            WaitFor::Page(file, pgoff) => file
+                .fill(pgoff)
+                .map(|_| ())
+                .map_err(|e| fault(addr, access, fill_cause(e))),
+            WaitFor::Swap(slot, owner) => {
+                self.frames().swap_in(slot, owner).map_err(|e| {
+                    let cause = match e {
+                        SwapInError::NoMemory => FaultCause::OutOfMemory,
+                        SwapInError::Io => FaultCause::Io,
+                    };
+                    fault(addr, access, cause)
+                })
+            }
+            WaitFor::Unlocked => {
+                std::thread::yield_now();
+                Ok(())
+            }
+        }
     }
 
     /// Resolves the fault inside `vma`, which the caller keeps valid (lock) or
@@ -378,6 +427,9 @@ impl AddressSpace {
         let pte = table.read(page);
         if pte.present() {
             return self.fault_present(vma, table, page, pte, access, validate);
+        }
+        if pte.is_swap() {
+            return self.fault_swap(vma, table, page, pte, access, validate);
         }
         match &vma.backing {
             Backing::Anon => self.fault_anon(vma, table, page, access, validate),
@@ -441,7 +493,18 @@ impl AddressSpace {
         let Some(anon) = self.ensure_anon(vma, validate) else {
             return Ok(Step::Fallback);
         };
-        let new = self.copy_or_zero(pte.frame())?;
+        // The source is held while it is copied: reclaim may swap it out
+        // and free it meanwhile (it holds no VMA lock). A frame already
+        // freed makes the fault retry; one freed and reused since the entry
+        // was read is copied for nothing (the install finds the entry
+        // changed).
+        let src = pte.frame();
+        if !self.frames().try_get(src) {
+            return Ok(Step::Done);
+        }
+        let copied = self.copy_or_zero(src);
+        self.frames().put(src);
+        let new = copied?;
         self.frames().set_owner(new, anon_owner(anon, vma, page));
         Ok(self.install(
             table,
@@ -451,6 +514,80 @@ impl AddressSpace {
             access,
             validate,
         ))
+    }
+
+    /// The entry is a swap entry: map the page from the swap cache, or read
+    /// it into the cache with no lock held and start over (`swapcache.rs`).
+    /// Not speculative: the exclusive hit changes shared state (the cache)
+    /// that a failed validation could not undo.
+    fn fault_swap(
+        &self,
+        vma: &Vma,
+        table: &PteTable,
+        page: u64,
+        pte: Pte,
+        access: Access,
+        validate: &Validate<'_>,
+    ) -> Result<Step, FaultCause> {
+        if validate.speculative() {
+            return Ok(Step::Fallback);
+        }
+        let Some(anon) = self.ensure_anon(vma, validate) else {
+            return Ok(Step::Fallback);
+        };
+        let frames = self.frames();
+        let slot = pte.swap_slot();
+        let Some(f) = frames.swap_cache_get(slot) else {
+            // A miss: hold the slot (so it is not freed and reused while it
+            // is read), checked under the PTE lock against the entry.
+            let g = table.lock();
+            if g.get(page) != pte {
+                return Ok(Step::Done);
+            }
+            let held = frames.swap_dup(slot);
+            drop(g);
+            if !held {
+                return Err(FaultCause::Io);
+            }
+            // A page that may be shared goes to the root of the VMA's
+            // anonymous chain, which records every VMA that may map it.
+            let root = anon.chain().last().unwrap_or(anon);
+            let owner = anon_owner(root, vma, page);
+            return Ok(Step::Wait(WaitFor::Swap(slot, owner)));
+        };
+        if !frames.swap_try_lock(f) {
+            frames.put(f);
+            return Ok(Step::Wait(WaitFor::Unlocked));
+        }
+        let exclusive = frames.swap_exclusive(f, slot);
+        let mut bits = vma.pte_bits_no_write() | Pte::ACCESSED;
+        if exclusive {
+            frames.set_owner(f, anon_owner(anon, vma, page));
+            bits |= Pte::OWNED;
+            if access == Access::Write {
+                bits |= Pte::WRITE | Pte::DIRTY;
+            }
+        }
+        match table.install(page, pte, Pte::new(f, bits), frames, || {
+            validate.still_valid()
+        }) {
+            Ok(batch) => {
+                self.flush(batch);
+                if exclusive {
+                    frames.swap_take_exclusive(f, slot);
+                } else {
+                    frames.swap_map_shared(f, slot);
+                }
+                Ok(Step::Done)
+            }
+            Err(e) => {
+                frames.swap_unlock(f);
+                Ok(match e {
+                    NotInstalled::Raced => Step::Done,
+                    NotInstalled::Stale => Step::Stale,
+                })
+            }
+        }
     }
 
     fn fault_anon(
@@ -517,7 +654,7 @@ impl AddressSpace {
         }
         let frame = match file.cached(pgoff) {
             Some(f) => f,
-            None if file.is_slow() => return Ok(Step::Wait(file.clone(), pgoff)),
+            None if file.is_slow() => return Ok(Step::Wait(WaitFor::Page(file.clone(), pgoff))),
             None => file.fill(pgoff).map_err(fill_cause)?,
         };
         let bits = vma.pte_bits_no_write();

@@ -211,6 +211,12 @@ pub struct FrameAllocator {
     /// The rmap lock kind of every object here, and their shared counters.
     rmap_lock: crate::RmapLockKind,
     pub(crate) rmap_counters: std::sync::Arc<crate::sync::rmap_lock::RmapLockCounters>,
+    /// The swap device and swap cache, if the arena has swap
+    /// (`swapcache.rs`).
+    pub(crate) swap: Option<crate::swapcache::Swap>,
+    /// Reclaim's state: clock hand, free count, counters, background
+    /// reclaimer (`reclaim.rs`).
+    pub(crate) reclaim: crate::reclaim::ReclaimState,
 }
 
 /// The free lists of a new arena of `frames` frames (frame 0 excluded): each
@@ -271,6 +277,15 @@ impl FrameAllocator {
             ))
         })?;
         let len = frames as usize * PAGE_SIZE as usize;
+        let swap = match &config.swap {
+            Some(sc) => Some(crate::swapcache::Swap::new(
+                crate::SwapDevice::open(sc).map_err(|e| {
+                    ArenaError(std::io::Error::other(format!("swap device: {e}")))
+                })?,
+                frames,
+            )),
+            None => None,
+        };
         // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
         let p = unsafe {
             libc::mmap(
@@ -298,6 +313,8 @@ impl FrameAllocator {
             lazyfree: LazyFree::new(frames),
             rmap_lock: config.rmap_lock,
             rmap_counters: Default::default(),
+            swap,
+            reclaim: crate::reclaim::ReclaimState::new(&config.reclaim, frames, config.swap.is_some()),
         })
     }
 
@@ -394,6 +411,7 @@ impl FrameAllocator {
             }
         };
         self.meta[f.0 as usize].refs.store(1, Ordering::Relaxed);
+        self.reclaim.allocated();
         Some(f)
     }
 
@@ -446,10 +464,14 @@ impl FrameAllocator {
         //   the `put` that freed it;
         // * a `Cpu` reaches frames only through entries, and `put` runs after
         //   the shootdown that ends every access through a removed entry;
-        // * the fault path reads frame contents only of frames held alive
-        //   while it reads them: the zero frame, or a page-cache frame (a
-        //   copy-on-write source), whose cache reference lasts as long as the
-        //   file, which the VMA the fault holds or pins keeps alive;
+        // * everyone else who reads or writes frame contents holds a
+        //   reference while doing so: a copy-on-write fault takes one on its
+        //   anonymous source (`try_get`, `fault.rs`), swap-out and swap-in
+        //   hold one on their frame (`swapcache.rs`), and a page-cache
+        //   frame (a copy-on-write source, a write-back) is held by the
+        //   cache as long as the file lives (page-cache frames are not
+        //   reclaimed), which the VMA the fault holds or pins keeps alive;
+        //   a held frame is never on a free list;
         // * the caller publishes it (a PTE store under the PTE lock) only
         //   after this returns.
         // So these plain writes race with no access, atomic or not. The
@@ -488,21 +510,63 @@ impl FrameAllocator {
         // AcqRel: all uses of the frame by other holders happen before the free.
         let meta = &self.meta[f.0 as usize];
         if meta.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-            debug_assert_eq!(
-                meta.mapcount.load(Ordering::Relaxed),
-                0,
-                "freeing mapped frame {}",
-                f.0
-            );
-            meta.owner.store(0, Ordering::Relaxed);
-            self.clear_lazyfree(f);
-            if self.poison {
-                self.fill(f, POISON);
-            }
-            let mut own = self.shards[my_shard()].0.lock();
-            own.free.push(f);
-            own.net -= 1;
+            self.free_frozen(f);
         }
+    }
+
+    /// Takes a reference to a frame the caller does not hold, unless it is
+    /// free (count 0, or frozen); returns whether it did. The frame may have
+    /// been freed and reused since the caller found it: callers check that
+    /// it is still what they looked for, and put it if not (Linux's
+    /// `folio_try_get`).
+    pub(crate) fn try_get(&self, f: FrameId) -> bool {
+        if f == FrameId::ZERO {
+            return true;
+        }
+        let refs = &self.meta[f.0 as usize].refs;
+        let mut n = refs.load(Ordering::Relaxed);
+        loop {
+            if n == 0 {
+                return false;
+            }
+            // Acquire: the holder's writes (owner, content) are visible.
+            match refs.compare_exchange_weak(n, n + 1, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Drops the count from `expected` to 0 if it is exactly that: the
+    /// caller holds every reference there is, and no `try_get` can succeed
+    /// afterwards. The caller then frees the frame with `free_frozen`.
+    pub(crate) fn freeze(&self, f: FrameId, expected: u32) -> bool {
+        f != FrameId::ZERO
+            && self.meta[f.0 as usize]
+                .refs
+                .compare_exchange(expected, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Returns a frame whose count reached 0 to the free list.
+    pub(crate) fn free_frozen(&self, f: FrameId) {
+        let meta = &self.meta[f.0 as usize];
+        debug_assert_eq!(
+            meta.mapcount.load(Ordering::Relaxed),
+            0,
+            "freeing mapped frame {}",
+            f.0
+        );
+        meta.owner.store(0, Ordering::Relaxed);
+        self.clear_lazyfree(f);
+        if self.poison {
+            self.fill(f, POISON);
+        }
+        let mut own = self.shards[my_shard()].0.lock();
+        own.free.push(f);
+        own.net -= 1;
+        drop(own);
+        self.reclaim.freed();
     }
 
     /// Nothing in normal builds. Under loom, a relaxed load of the frame's

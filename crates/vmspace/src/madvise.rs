@@ -178,6 +178,17 @@ impl AddressSpace {
         n
     }
 
+    /// Whether the VMA at `addr` is locked (`mlock`), read without locks
+    /// for reclaim's walks, which hold an rmap lock (ranked below the
+    /// address-space lock). A racing `mlock` may be missed: it populates
+    /// its range after it marks the VMAs, swapping the page in again.
+    pub(crate) fn mlocked_at(&self, addr: u64) -> bool {
+        let g = vmspace_tree::pin();
+        self.tree()
+            .find(addr, &g)
+            .is_some_and(|e| e.value.locked)
+    }
+
     /// Whether the page at `addr` lies in a locked VMA (`mlock`): reclaim
     /// keeps such pages.
     pub fn is_locked(&self, addr: u64) -> bool {

@@ -56,17 +56,28 @@
 //! | 6 | dirty: a `Cpu` wrote through the translation since the bit was last cleared |
 //! | 12..44 | frame number |
 //!
+//! A swap entry (a private anonymous page written to swap, `swapcache.rs`) is
+//! not present: bit 0 clear, bit 7 set, the swap slot in bits 12..44, nothing
+//! else. Only [`PageTable::update`]'s unmap and zap events remove swap
+//! entries (their slot references go to the batch, released by the flush);
+//! `mremap` moves them and `fork` copies them (one more slot reference);
+//! every other change leaves them, and a fault on one swaps the page in.
+//!
 //! The accessed and dirty bits are set as hardware sets them: by the `Cpu`
 //! that uses the entry, without the PTE lock, by a compare-exchange that
 //! succeeds only on the entry it loaded ([`PageTable::mark_used`]; a `Cpu`
-//! that loses the race just goes on: its access was inside its section,
-//! which any change's shootdown waits for), and by the fault that installs
+//! that loses the race for the accessed bit just goes on: its access was
+//! inside its section, which any change's shootdown waits for; one that
+//! loses it for the dirty bit translates again before it stores, as a CPU's
+//! page walk that sets the dirty bit faults on an entry that changed, so a
+//! store never lands through an entry that reclaim saw clean), and by the fault that installs
 //! the entry for an access. Every other change is made under the PTE lock
 //! by a swap that keeps bits a `Cpu` set meanwhile ([`PteGuard::set`]).
 //! They are cleared by `page_referenced` (accessed) and by cleaning
 //! (dirty, with write permission).
 
 use crate::frame::{FrameAllocator, FrameId, PAGE_SIZE};
+use crate::swap::SwapSlot;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering};
 /// Address bits resolved per level: 9 (512 entries a table), as x86-64. Under
 /// `--cfg loom` 3 (8 entries, a 24-bit address space), so that the model
@@ -116,6 +127,8 @@ impl Pte {
     pub const USED: u64 = Self::ACCESSED | Self::DIRTY;
     /// Permission bits.
     pub const PERMS: u64 = Self::READ | Self::WRITE | Self::EXEC;
+    /// A swap entry (not present; the slot in the frame-number bits).
+    pub const SWAP: u64 = 1 << 7;
 
     /// An entry mapping `frame` with `bits` (permission and owned bits).
     pub fn new(frame: FrameId, bits: u64) -> Pte {
@@ -125,6 +138,21 @@ impl Pte {
     /// Whether the entry maps a frame.
     pub fn present(self) -> bool {
         self.0 & Self::PRESENT != 0
+    }
+
+    /// A swap entry naming `slot`.
+    pub fn swap(slot: SwapSlot) -> Pte {
+        Pte((u64::from(slot.index()) << 12) | Self::SWAP)
+    }
+
+    /// Whether the entry is a swap entry.
+    pub fn is_swap(self) -> bool {
+        self.0 & (Self::PRESENT | Self::SWAP) == Self::SWAP
+    }
+
+    /// The slot of a swap entry.
+    pub fn swap_slot(self) -> SwapSlot {
+        SwapSlot::from_index((self.0 >> 12) as u32)
     }
 
     /// The mapped frame.
@@ -177,6 +205,8 @@ pub(crate) struct FlushBatch {
     pub(crate) ranges: Vec<(u64, u64)>,
     /// Frame references to drop after the shootdown.
     pub(crate) frames: Vec<FrameId>,
+    /// Swap-slot references of removed swap entries, released by the flush.
+    pub(crate) slots: Vec<SwapSlot>,
     /// Unlinked tables to free after the shootdown and a grace period.
     pub(crate) tables: Vec<DeadTable>,
     /// Whether a removed entry was dirty.
@@ -213,6 +243,7 @@ impl FlushBatch {
             may_block,
             ranges: Vec::new(),
             frames: Vec::new(),
+            slots: Vec::new(),
             tables: Vec::new(),
             dirty_removed: false,
         }
@@ -220,7 +251,10 @@ impl FlushBatch {
 
     /// Whether the flush has anything to do.
     pub(crate) fn is_empty(&self) -> bool {
-        self.ranges.is_empty() && self.frames.is_empty() && self.tables.is_empty()
+        self.ranges.is_empty()
+            && self.frames.is_empty()
+            && self.slots.is_empty()
+            && self.tables.is_empty()
     }
 
     /// Records that the translation of the page at `addr` was removed or
@@ -241,8 +275,8 @@ fn pages(start: u64, end: u64) -> impl Iterator<Item = u64> {
 /// A PTE lock's state, guarded by it.
 #[derive(Default)]
 struct TableState {
-    /// Present entries.
-    present: u32,
+    /// Entries in use (present or swap): a table is unlinked only without any.
+    used: u32,
     /// Unlinked: no entry may be installed any more.
     dead: bool,
 }
@@ -348,9 +382,9 @@ impl PteGuard<'_> {
     fn set(&mut self, addr: u64, pte: Pte) -> Pte {
         let slot = &self.table.entries[index(addr, 0)];
         let seen = self.get(addr);
-        match (seen.present(), pte.present()) {
-            (false, true) => self.state.present += 1,
-            (true, false) => self.state.present -= 1,
+        match (seen.0 != 0, pte.0 != 0) {
+            (false, true) => self.state.used += 1,
+            (true, false) => self.state.used -= 1,
             _ => {}
         }
         let old = Pte(slot.swap(pte.0, Ordering::SeqCst));
@@ -419,16 +453,14 @@ impl PageTable {
     /// Sets `bits` (accessed, dirty) in the entry for `addr` if it is still
     /// `seen` (see "PTE format"). Called by a `Cpu` inside its access
     /// section, which keeps the table alive.
+    /// Returns whether the entry was still `seen` (and now has the bits).
     #[inline]
-    pub(crate) fn mark_used(&self, addr: u64, seen: Pte, bits: u64) {
-        if let Some(t) = self.table(addr) {
-            let _ = t.entries[index(addr, 0)].compare_exchange(
-                seen.0,
-                seen.0 | bits,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            );
-        }
+    pub(crate) fn mark_used(&self, addr: u64, seen: Pte, bits: u64) -> bool {
+        self.table(addr).is_some_and(|t| {
+            t.entries[index(addr, 0)]
+                .compare_exchange(seen.0, seen.0 | bits, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+        })
     }
 
     /// Clears the accessed bit of the entry for `addr` if it maps `f`;
@@ -509,8 +541,11 @@ impl PageTable {
 
     /// The range update (see "The range update"): for every present entry of
     /// `[start, end)`, `change(addr, pte)` says what it becomes: the same
-    /// entry, the entry with fewer or other permissions (same frame), or
-    /// `Pte(0)` (removed: its frame reference goes to the batch).
+    /// entry, the entry with fewer or other permissions (same frame), or a
+    /// non-present entry, `Pte(0)` or a swap entry (removed: its frame
+    /// reference goes to the batch). Swap entries are not passed to
+    /// `change`: `Unmap` and `Zap` remove them (their slot references go to
+    /// the batch), every other event leaves them.
     ///
     /// # Preconditions
     /// The caller excludes faults that would install entries it must see
@@ -531,6 +566,10 @@ impl PageTable {
             for a in pages(start.max(base), end.min(base + TABLE_SPAN)) {
                 let old = g.get(a);
                 if !old.present() {
+                    if old.is_swap() && matches!(event, Event::Unmap | Event::Zap) {
+                        g.set(a, Pte(0));
+                        batch.slots.push(old.swap_slot());
+                    }
                     continue;
                 }
                 let new = change(a, old);
@@ -566,8 +605,59 @@ impl PageTable {
         });
     }
 
-    /// `mremap`'s update: moves the present entries of `[start, end)` to the
-    /// same offsets from `dest`, holding a source and a destination table's
+    /// Calls `f(addr, slot)` for every swap entry of `[start, end)`, in
+    /// address order, each table under its lock.
+    pub(crate) fn for_each_swap(&self, start: u64, end: u64, mut f: impl FnMut(u64, SwapSlot)) {
+        self.for_each_table(start, end, |base, table| {
+            let g = table.lock();
+            for a in pages(start.max(base), end.min(base + TABLE_SPAN)) {
+                let pte = g.get(a);
+                if pte.is_swap() {
+                    f(a, pte.swap_slot());
+                }
+            }
+        });
+    }
+
+    /// Reclaim's drop of a lazy-free page (`madvise(MADV_FREE)`): removes
+    /// the entry at `addr` if it maps `f` and is still clean, by a
+    /// compare-exchange from the clean value under the PTE lock, so that a
+    /// `Cpu` that sets the dirty bit first (it stores only after its own
+    /// compare-exchange succeeds, `cpu.rs`) keeps the page. Returns
+    /// `Some(dropped)` if the entry maps `f` (`None` otherwise); a dropped
+    /// entry's frame reference and range go to `batch`.
+    pub(crate) fn clear_if_clean(
+        &self,
+        addr: u64,
+        f: FrameId,
+        frames: &FrameAllocator,
+        batch: &mut FlushBatch,
+    ) -> Option<bool> {
+        let table = self.table(addr)?;
+        let mut g = table.lock();
+        let pte = g.get(addr);
+        if !pte.present() || pte.frame() != f {
+            return None;
+        }
+        if pte.has(Pte::DIRTY) {
+            return Some(false);
+        }
+        let slot = &table.entries[index(addr, 0)];
+        if slot
+            .compare_exchange(pte.0, 0, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            return Some(false);
+        }
+        g.state.used -= 1;
+        frames.unmapped(f);
+        batch.frames.push(f);
+        batch.page_changed(addr);
+        Some(true)
+    }
+
+    /// `mremap`'s update: moves the entries (present and swap) of `[start,
+    /// end)` to the same offsets from `dest`, holding a source and a destination table's
     /// locks at once, the lower address first. Frames and mapcounts stay; the
     /// batch holds the source ranges (translations removed there).
     ///
@@ -578,7 +668,7 @@ impl PageTable {
         let mut batch = FlushBatch::new(Event::Move, true);
         for a in pages(start, end) {
             let Some(src) = self.table(a) else { continue };
-            if !src.read(a).present() {
+            if src.read(a).0 == 0 {
                 continue;
             }
             let to = dest + (a - start);
@@ -595,10 +685,12 @@ impl PageTable {
                 (src.lock(), Some(gd))
             };
             let pte = gs.get(a);
-            if pte.present() {
+            if pte.0 != 0 {
                 gs.set(a, Pte(0));
                 gd.as_mut().unwrap_or(&mut gs).set(to, pte);
-                batch.page_changed(a);
+                if pte.present() {
+                    batch.page_changed(a);
+                }
             }
         }
         batch
@@ -608,7 +700,8 @@ impl PageTable {
     /// VMA) is shared with `child` at the same address, copy-on-write: the
     /// parent's entry loses write permission and ownership (the batch holds
     /// the ranges that lost write), the child's entry is the same without
-    /// the accessed bit, and the frame gains a reference and a mapping.
+    /// the accessed bit, and the frame gains a reference and a mapping. A
+    /// swap entry is copied as it is, with one more slot reference.
     ///
     /// Holds a parent table's lock and then a child table's: the child is
     /// new and reachable by no one else, so this nests with nothing.
@@ -629,6 +722,15 @@ impl PageTable {
             let mut dst: Option<PteGuard<'_>> = None;
             for a in pages(start.max(base), end.min(base + TABLE_SPAN)) {
                 let pte = g.get(a);
+                if pte.is_swap() && frames.swap_dup(pte.swap_slot()) {
+                    let d = dst.get_or_insert_with(|| {
+                        child
+                            .table_or_create(a)
+                            .expect("the parent's address is inside the limit")
+                            .lock()
+                    });
+                    d.set(a, pte);
+                }
                 if !pte.present() {
                     continue;
                 }
@@ -673,7 +775,7 @@ impl PageTable {
             // that unlinks, so the table is live.
             let table = unsafe { &*(p as *const PteTable) };
             let mut g = table.lock();
-            if g.state.present != 0 {
+            if g.state.used != 0 {
                 return;
             }
             g.state.dead = true;

@@ -200,13 +200,13 @@ impl std::fmt::Display for UnmapError {
 impl std::error::Error for UnmapError {}
 
 /// What a walk does at one address that may map the frame.
-type Visit<'a> = dyn FnMut(&AddressSpace, u64) + 'a;
+pub(crate) type Visit<'a> = dyn FnMut(&AddressSpace, u64) + 'a;
 
 impl FrameAllocator {
     /// Calls `visit(space, addr)` for every address that may map `f` (see
     /// "The question"), under the owner's rmap lock. The caller holds a
     /// reference to `f`.
-    fn walk_rmap(&self, f: FrameId, visit: &mut Visit<'_>) {
+    pub(crate) fn walk_rmap(&self, f: FrameId, visit: &mut Visit<'_>) {
         let Some((owner, index)) = self.objects.resolve(self.owner(f)) else {
             return;
         };
@@ -226,8 +226,9 @@ impl FrameAllocator {
     ///
     /// Only page-cache frames can be unmapped: their data stays in the cache
     /// and a later fault maps it again. A private anonymous page has nowhere
-    /// else to be until it can be written to swap, so it is refused
-    /// ([`UnmapError::Anonymous`]), as is the zero frame.
+    /// else to be, so it is refused ([`UnmapError::Anonymous`]), as is the
+    /// zero frame: reclaim sends anonymous pages to swap instead
+    /// (`swapcache.rs`), which turns their entries into swap entries.
     ///
     /// The caller holds a reference to `f` (so the frame is not freed and
     /// reused meanwhile), and holds no address-space, VMA or PTE lock.

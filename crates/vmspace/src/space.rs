@@ -109,6 +109,7 @@ impl AddressSpace {
         frames: Arc<FrameAllocator>,
     ) -> Result<Arc<AddressSpace>, ConfigError> {
         config.validate()?;
+        frames.start_reclaimer();
         let (tree, token) = RangeTree::new();
         Ok(Arc::new(AddressSpace {
             config,
@@ -195,6 +196,7 @@ impl AddressSpace {
     /// file, at the page's index). For tests and checkers: it walks everything.
     pub fn check_invariants(&self) -> Result<(), String> {
         let _w = self.write_lock();
+        let _quiet = self.frames.hold_off_reclaim();
         self.tree.check_invariants()?;
         let vmas = self.vmas_in(0, ADDR_LIMIT);
         let mut prev_end = 0;
@@ -245,7 +247,53 @@ impl AddressSpace {
         if err.is_none() {
             err = self.check_mapcounts(&mapped_here).err();
         }
+        if err.is_none() {
+            err = self.check_swap_entries(&vmas).err();
+        }
         err.map_or(Ok(()), Err)
+    }
+
+    /// Every swap entry lies in a private VMA and names a slot that is in
+    /// use on the arena's swap device.
+    fn check_swap_entries(&self, vmas: &[Arc<Vma>]) -> Result<(), String> {
+        let mut err = None;
+        let device = self.frames.swap_device();
+        self.pt.for_each_swap(0, ADDR_LIMIT, |a, slot| {
+            if err.is_some() {
+                return;
+            }
+            let i = vmas.partition_point(|v| v.end <= a);
+            let Some(v) = vmas.get(i).filter(|v| v.start <= a) else {
+                err = Some(format!("swap entry at {a:#x} outside every VMA"));
+                return;
+            };
+            if v.shared {
+                err = Some(format!("swap entry at {a:#x} in shared {v:?}"));
+            } else if device.is_none_or(|d| d.refcount(slot) == 0) {
+                err = Some(format!("swap entry at {a:#x} names free {slot}"));
+            }
+        });
+        err.map_or(Ok(()), Err)
+    }
+
+    /// Pages of this address space that are in swap: its swap entries
+    /// (Linux's `VmSwap` in pages). A snapshot per page table.
+    pub fn swapped_pages(&self) -> u64 {
+        let _pinned = vmspace_tree::pin();
+        let mut n = 0;
+        self.pt.for_each_swap(0, ADDR_LIMIT, |_, _| n += 1);
+        n
+    }
+
+    /// The swap slots this address space's entries name, with the number of
+    /// entries naming each (for [`FrameAllocator::check_swap`]).
+    pub fn swap_references(&self) -> std::collections::HashMap<crate::SwapSlot, u32> {
+        let _pinned = vmspace_tree::pin();
+        let mut refs = std::collections::HashMap::new();
+        self.pt.for_each_swap(0, ADDR_LIMIT, |_, slot| {
+            *refs.entry(slot).or_insert(0) += 1;
+        });
+        refs
     }
 
     /// The checks of one present entry at `a` inside `v` that need only its

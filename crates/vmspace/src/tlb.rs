@@ -146,6 +146,10 @@ fn flush(cpus: &CpuRegistry, frames: &FrameAllocator, mut batch: FlushBatch) {
             return;
         }
     }
+    // A swap entry is no translation: its slot reference goes at once.
+    for slot in batch.slots.drain(..) {
+        frames.release_swap_entry(slot);
+    }
     if batch.is_empty() {
         return;
     }

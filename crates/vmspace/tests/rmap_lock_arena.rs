@@ -14,6 +14,7 @@ fn arena(kind: RmapLockKind) -> Arc<FrameAllocator> {
     let config = ArenaConfig {
         bytes: 64 << 20,
         rmap_lock: kind,
+        ..ArenaConfig::default()
     };
     Arc::new(FrameAllocator::with_config(&config).unwrap())
 }

@@ -78,6 +78,7 @@ pub fn storm(sizes: &Sizes, kinds: &[RmapLockKind], threads: usize) -> Result<Ve
         let config = ArenaConfig {
             bytes: 64 << 20,
             rmap_lock: kind,
+            ..ArenaConfig::default()
         };
         let mut f = FrameAllocator::with_config(&config).context("creating the frame arena")?;
         f.set_poison(false);

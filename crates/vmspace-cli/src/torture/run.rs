@@ -79,6 +79,7 @@ pub fn run_with(strategy: Strategy, kind: RmapLockKind, opts: &Options) -> anyho
     let arena = ArenaConfig {
         bytes: ARENA_FRAMES * PAGE_SIZE,
         rmap_lock: kind,
+        ..ArenaConfig::default()
     };
     let mut frames =
         FrameAllocator::with_config(&arena).map_err(|e| anyhow::anyhow!("frame arena: {}", e.0))?;

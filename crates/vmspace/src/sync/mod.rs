@@ -24,10 +24,20 @@
 //!         lists under it, except `mremap` moving a file VMA's entries,
 //!         which holds the file's rmap lock for writing around the PTE locks
 //!         and the shootdown of the move, as a walk does for reading)
-//! rmap lock, taken for reading by a walk (`rmap.rs`: try_to_unmap,
-//!   page_referenced) with no address-space or VMA lock held
-//! └─ PTE lock (one at a time)
-//!    └─ Cpu registry lock (the visited address space's shootdown)
+//! reclaim gate (`reclaim.rs`: read around a run of the clock, write by
+//! │             check_invariants / check_swap, under the address-space
+//! │             write lock or nothing)
+//! └─ frame lock (a frame's swap word, `swapcache.rs`: try-locked only,
+//!    │          never waited for with a lock held; swap I/O runs with only
+//!    │          it held)
+//!    └─ rmap lock, taken for reading by a walk (`rmap.rs`: try_to_unmap,
+//!       │         page_referenced, swap-out) with no address-space or VMA
+//!       │         lock held
+//!       └─ PTE lock (one at a time)
+//!          └─ Cpu registry lock (the visited address space's shootdown)
+//! swap-cache shard lock (`swapcache.rs`): a leaf, taken by faults under a
+//!   VMA or the address-space lock (never under a PTE lock), by swap-out,
+//!   and by the flush that drops a swap entry's slot reference
 //! Cpu registry lock (shootdown, `tlb.rs`): a leaf, taken under the
 //!   address-space lock, a VMA lock or nothing
 //! a file's write-back error slot: a leaf
