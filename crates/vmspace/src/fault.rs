@@ -50,10 +50,10 @@ use crate::error::{Access, Fault, FaultCause};
 use crate::frame::{FrameId, Owner, PAGE_SIZE};
 use crate::object::{AnonObject, File, FillError};
 use crate::pagetable::{NotInstalled, Pte, PteTable};
-use crate::swap::SwapSlot;
-use crate::swapcache::SwapInError;
 use crate::space::AddressSpace;
 use crate::stats::{Counter, FaultCounters};
+use crate::swap::SwapSlot;
+use crate::swapcache::SwapInError;
 use crate::sync::{AtomicU64, Ordering};
 use crate::vma::{Backing, SeqHint, Vma};
 use crate::vmacache::VmaCache;
@@ -385,15 +385,13 @@ impl AddressSpace {
                 .fill(pgoff)
                 .map(|_| ())
                 .map_err(|e| fault(addr, access, fill_cause(e))),
-            WaitFor::Swap(slot, owner) => {
-                self.frames().swap_in(slot, owner).map_err(|e| {
-                    let cause = match e {
-                        SwapInError::NoMemory => FaultCause::OutOfMemory,
-                        SwapInError::Io => FaultCause::Io,
-                    };
-                    fault(addr, access, cause)
-                })
-            }
+            WaitFor::Swap(slot, owner) => self.frames().swap_in(slot, owner).map_err(|e| {
+                let cause = match e {
+                    SwapInError::NoMemory => FaultCause::OutOfMemory,
+                    SwapInError::Io => FaultCause::Io,
+                };
+                fault(addr, access, cause)
+            }),
             WaitFor::Unlocked => {
                 std::thread::yield_now();
                 Ok(())

@@ -279,9 +279,8 @@ impl FrameAllocator {
         let len = frames as usize * PAGE_SIZE as usize;
         let swap = match &config.swap {
             Some(sc) => Some(crate::swapcache::Swap::new(
-                crate::SwapDevice::open(sc).map_err(|e| {
-                    ArenaError(std::io::Error::other(format!("swap device: {e}")))
-                })?,
+                crate::SwapDevice::open(sc)
+                    .map_err(|e| ArenaError(std::io::Error::other(format!("swap device: {e}"))))?,
                 frames,
             )),
             None => None,
@@ -314,7 +313,11 @@ impl FrameAllocator {
             rmap_lock: config.rmap_lock,
             rmap_counters: Default::default(),
             swap,
-            reclaim: crate::reclaim::ReclaimState::new(&config.reclaim, frames, config.swap.is_some()),
+            reclaim: crate::reclaim::ReclaimState::new(
+                &config.reclaim,
+                frames,
+                config.swap.is_some(),
+            ),
         })
     }
 

@@ -184,9 +184,7 @@ impl AddressSpace {
     /// its range after it marks the VMAs, swapping the page in again.
     pub(crate) fn mlocked_at(&self, addr: u64) -> bool {
         let g = vmspace_tree::pin();
-        self.tree()
-            .find(addr, &g)
-            .is_some_and(|e| e.value.locked)
+        self.tree().find(addr, &g).is_some_and(|e| e.value.locked)
     }
 
     /// Whether the page at `addr` lies in a locked VMA (`mlock`): reclaim

@@ -206,7 +206,11 @@ impl ReclaimState {
             && self.started.load(Ordering::Relaxed)
             && !self.woken.swap(true, Ordering::Relaxed)
         {
-            *self.wakeup.pending.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            *self
+                .wakeup
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = true;
             self.wakeup.cv.notify_one();
         }
     }

@@ -144,8 +144,7 @@ impl Swap {
             if cur & LOCKED != 0 {
                 return false;
             }
-            match w.compare_exchange_weak(cur, cur | LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            {
+            match w.compare_exchange_weak(cur, cur | LOCKED, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(now) => cur = now,
             }
@@ -299,7 +298,10 @@ impl FrameAllocator {
         for (slot, f) in swap.entries() {
             *expected.entry(slot).or_insert(0) += 1;
             if swap.slot_of(f) != Some(slot) {
-                return Err(format!("cache entry {slot} -> frame {f:?}, whose word says {:?}", swap.slot_of(f)));
+                return Err(format!(
+                    "cache entry {slot} -> frame {f:?}, whose word says {:?}",
+                    swap.slot_of(f)
+                ));
             }
             if self.refcount(f) == 0 {
                 return Err(format!("cache entry {slot} -> free frame {f:?}"));

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use vmspace::{
-    Access, Advice, AddressSpace, ArenaConfig, Config, FaultCause, FrameAllocator, MapFlags,
+    Access, AddressSpace, Advice, ArenaConfig, Config, FaultCause, FrameAllocator, MapFlags,
     MapSource, Prot, ReclaimConfig, Strategy, SwapConfig, PAGE_SIZE,
 };
 
@@ -49,7 +49,13 @@ fn space(frames: &Arc<FrameAllocator>, strategy: Strategy) -> Arc<AddressSpace> 
 
 fn anon(space: &AddressSpace, pages: u64) -> u64 {
     space
-        .mmap(0, pages * P, Prot::READ_WRITE, MapFlags::default(), MapSource::Anon)
+        .mmap(
+            0,
+            pages * P,
+            Prot::READ_WRITE,
+            MapFlags::default(),
+            MapSource::Anon,
+        )
         .unwrap()
 }
 
@@ -79,7 +85,8 @@ fn working_set_larger_than_memory_comes_back_intact() {
         let mut cpu = s.cpu();
         for round in 0..2 {
             for p in 0..pages {
-                cpu.write_u64(base + p * P + 8 * round, value(p, round)).unwrap();
+                cpu.write_u64(base + p * P + 8 * round, value(p, round))
+                    .unwrap();
             }
         }
         for p in (0..pages).rev() {
@@ -139,7 +146,11 @@ fn cow_page_shared_by_many_children_swaps_out_and_back_in_each() {
     for (k, s) in owned.iter().enumerate() {
         let mut cpu = s.cpu();
         for p in 0..4 {
-            assert_eq!(cpu.read_u64(base + p * P).unwrap(), value(p, 1), "space {k}");
+            assert_eq!(
+                cpu.read_u64(base + p * P).unwrap(),
+                value(p, 1),
+                "space {k}"
+            );
         }
     }
     check(&frames, &all);
@@ -251,7 +262,11 @@ fn swap_io_errors_lose_nothing() {
     let st = frames.reclaim_stats();
     assert!(st.swap_out_failures >= 8, "{st:?}");
     assert_eq!(st.swap_outs, 0);
-    assert_eq!(s.swapped_pages(), 8, "entries are swap entries, pages cached");
+    assert_eq!(
+        s.swapped_pages(),
+        8,
+        "entries are swap entries, pages cached"
+    );
     for p in 0..8 {
         assert_eq!(cpu.read_u64(base + p * P).unwrap(), value(p, 4));
     }
@@ -312,7 +327,11 @@ fn lazyfree_pages_are_dropped_unless_written_again() {
     for p in 0..3 {
         assert_eq!(cpu.read_u64(base + p * P).unwrap(), 0, "page {p} dropped");
     }
-    assert_eq!(cpu.read_u64(base + 3 * P).unwrap(), value(3, 6), "written again");
+    assert_eq!(
+        cpu.read_u64(base + 3 * P).unwrap(),
+        value(3, 6),
+        "written again"
+    );
     drop(cpu);
     check(&frames, &[&s]);
 }
@@ -335,7 +354,10 @@ fn out_of_memory_is_prompt_without_swap_or_with_swap_full() {
             assert!(written < 64, "the limit was not enforced");
         };
         assert_eq!(err.cause, FaultCause::OutOfMemory);
-        assert!(written >= 16 - 2 && written <= 16 + slots, "{written} pages");
+        assert!(
+            written >= 16 - 2 && written <= 16 + slots,
+            "{written} pages"
+        );
         assert!(frames.reclaim_stats().oom >= 1);
         // Without swap every page written is resident and reads back; with
         // swap full, a swapped-out page cannot come back either (no frame).
