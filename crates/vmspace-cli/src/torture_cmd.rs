@@ -1,5 +1,5 @@
 //! `vmspace torture [--seconds S] [--threads N] [--strategy LIST]
-//! [--rmap-lock LIST] [--seed N] [--inject RATE]`: random concurrent
+//! [--rmap-lock LIST] [--seed N] [--inject RATE] [--swap-dir DIR | --no-swap]`: random concurrent
 //! operations with a checker (see [`vmspace_cli::torture`]), on each
 //! strategy and rmap lock kind in turn.
 //!
@@ -47,6 +47,14 @@ pub struct Args {
     /// a fixed number of operations ends sooner.
     #[arg(long, allow_negative_numbers = true, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     epoch_ms: u64,
+    /// Directory of the swap file (default: the system's temporary
+    /// directory). Each run swaps to a file there, with a reclaimer thread
+    /// sending pages to it all the time.
+    #[arg(long, conflicts_with = "no_swap")]
+    swap_dir: Option<std::path::PathBuf>,
+    /// Run without swap and without reclaim.
+    #[arg(long)]
+    no_swap: bool,
     /// Debug builds only: break the protocol on purpose (`skip-revalidation`
     /// or `early-free`) to show that the checker notices.
     #[arg(long, hide = true)]
@@ -114,6 +122,8 @@ pub fn main(args: Args) -> ExitCode {
             inject: args.inject,
             epoch: Duration::from_millis(args.epoch_ms),
             max_ops: None,
+            swap_dir: (!args.no_swap)
+                .then(|| args.swap_dir.clone().unwrap_or_else(std::env::temp_dir)),
         };
         match run_with(strategy, kind, &opts) {
             Ok(report) => {

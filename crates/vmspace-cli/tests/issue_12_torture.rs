@@ -17,6 +17,7 @@ fn run_for(ops: u64, epoch: Duration, inject: f64) -> Report {
         inject,
         epoch,
         max_ops: Some(ops),
+        swap_dir: Some(env!("CARGO_TARGET_TMPDIR").into()),
     };
     let report = run(Strategy::PerVma, &opts).expect("torture runs");
     eprintln!(

@@ -70,6 +70,23 @@ fn clean_run(seed: u64, inject: &str) {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no fork count: {line}"));
         assert!(forks > 0, "{strategy} never forked: {line}");
+        // Swap and reclaim are on by default: pages went out and came back,
+        // and no slot is left once everything is dropped.
+        let count = |name: &str| -> u64 {
+            line.split_once(&format!("{name} "))
+                .and_then(|(_, tail)| tail.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} count: {line}"))
+        };
+        assert!(
+            count("swap-outs") > 0,
+            "{strategy} swapped nothing out: {line}"
+        );
+        assert!(
+            count("swap-ins") > 0,
+            "{strategy} swapped nothing in: {line}"
+        );
+        assert_eq!(count("leaked slots"), 0, "{line}");
     }
 }
 

@@ -3,8 +3,9 @@
 //! Three kinds: a frame allocation fails (the access that needed the frame
 //! faults out of memory), a store read fails (the access that needed the
 //! page faults with an I/O error), a store write fails (`msync` returns
-//! `EIO`; the page stays dirty and is written by a later sync). Each kind
-//! fails at the run's rate while it is *armed*.
+//! `EIO`; the page stays dirty and is written by a later sync). Swap reads
+//! and writes fail with store reads and writes. Each kind fails at the
+//! run's rate while it is *armed*.
 //!
 //! Every kind armed at once would hide the store reads behind the frame
 //! allocations: a page is read into a fresh frame, so with allocations
@@ -62,6 +63,12 @@ impl Armed {
         let rate_if = |armed: bool| if armed { rate } else { 0.0 };
         frames.set_failure_rate(rate_if(self.alloc));
         stores.set(rate_if(self.read), rate_if(self.write));
+        // Swap I/O fails with the store I/O of the same direction: a failed
+        // swap read is an I/O fault, which the checker allows only then; a
+        // failed swap write is invisible (the page stays in memory).
+        if let Some(dev) = frames.swap_device() {
+            dev.set_failure_rates(rate_if(self.write), rate_if(self.read));
+        }
     }
 }
 

@@ -125,6 +125,10 @@ pub struct Options {
     /// Stop at the first checkpoint after this many operations (`None`: run
     /// for `seconds`, which also bounds a run with a limit).
     pub max_ops: Option<u64>,
+    /// Swap on a file in this directory, and a reclaimer thread that keeps
+    /// the arena's pages going out to it and coming back (`None`: no swap,
+    /// no reclaim).
+    pub swap_dir: Option<std::path::PathBuf>,
 }
 
 /// What a run found.
@@ -152,6 +156,19 @@ pub struct Report {
     pub violation_count: u64,
     /// Frames still allocated after everything was dropped.
     pub leaked_frames: usize,
+    /// Whether the run had swap and a reclaimer.
+    pub swap: bool,
+    /// Pages written to swap and swap-ins from the swap cache.
+    pub swap_outs: u64,
+    /// Swap-ins (pages mapped from the swap cache).
+    pub swap_ins: u64,
+    /// Pages reclaimed (by the reclaimer thread and by direct reclaim).
+    pub reclaimed: u64,
+    /// Swap slots still in use after everything was dropped.
+    pub leaked_slots: u64,
+    /// What the swap references check found wrong at the checkpoints, if
+    /// anything (counted as violations too).
+    pub swap_check: Option<String>,
     /// Failed accesses by cause: no mapping, protection, past the end, I/O
     /// error, out of memory.
     pub fault_causes: [u64; 5],
@@ -185,14 +202,14 @@ pub struct Injected {
 impl Report {
     /// Whether the run found nothing wrong.
     pub fn clean(&self) -> bool {
-        self.violation_count == 0 && self.leaked_frames == 0
+        self.violation_count == 0 && self.leaked_frames == 0 && self.leaked_slots == 0
     }
 
     /// The one-line summary.
     pub fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "{}: {} ops ({} accesses, {} mapping changes, {} forks), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages, rmap lock {}",
+            "{}: {} ops ({} accesses, {} mapping changes, {} forks), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages, {}, rmap lock {}",
             self.strategy.name(),
             self.ops,
             self.accesses,
@@ -214,6 +231,14 @@ impl Report {
             self.violation_count,
             self.leaked_frames,
             self.unknown_pages,
+            if self.swap {
+                format!(
+                    "swap-outs {} swap-ins {} reclaimed {} leaked slots {}",
+                    self.swap_outs, self.swap_ins, self.reclaimed, self.leaked_slots
+                )
+            } else {
+                "no swap".to_string()
+            },
             self.rmap_lock.name(),
         )
     }

@@ -10,7 +10,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use vmspace::{
-    AddressSpace, ArenaConfig, Config, FrameAllocator, RmapLockKind, Strategy, PAGE_SIZE,
+    AddressSpace, ArenaConfig, Config, FrameAllocator, RmapLockKind, Strategy, SwapConfig,
+    PAGE_SIZE,
 };
 
 use super::files::{Files, DATA_IDS};
@@ -23,6 +24,21 @@ use super::{Injected, Options, Report, ARENA_FRAMES, EPOCH_OPS, SHOWN};
 
 /// How often the checkpoint looks at the clock while it waits.
 const POLL: Duration = Duration::from_millis(1);
+/// Slots of the swap file: more than the window and its forks can hold.
+const SWAP_SLOTS: u64 = 8192;
+/// Frames the reclaimer asks for at a time.
+const RECLAIM_RUN: usize = 16;
+
+/// The reclaimer thread: memory pressure without a tight arena (which would
+/// make out-of-memory faults the checker cannot tell from lost pages). It
+/// reclaims a few frames at a time, all the time, until the run stops, so
+/// that pages go to swap and come back under every operation.
+fn reclaimer(sh: &Shared, frames: &FrameAllocator) {
+    while !sh.stop.load(Ordering::Acquire) {
+        frames.reclaim(RECLAIM_RUN);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
 
 /// What the checkpoints found so far.
 #[derive(Default)]
@@ -37,6 +53,8 @@ struct Tally {
     records: usize,
     /// The most records held at a checkpoint.
     peak_records: usize,
+    /// The first failure of the swap references check.
+    swap_check: Option<String>,
 }
 
 impl Tally {
@@ -76,9 +94,20 @@ pub fn run(strategy: Strategy, opts: &Options) -> anyhow::Result<Report> {
 
 /// Runs the torture on one strategy over an arena whose rmap lock is `kind`.
 pub fn run_with(strategy: Strategy, kind: RmapLockKind, opts: &Options) -> anyhow::Result<Report> {
+    let swap = opts.swap_dir.as_ref().map(|dir| SwapConfig {
+        path: dir.join(format!(
+            "vmspace-torture-{}-{}-{}.swap",
+            std::process::id(),
+            strategy.name(),
+            kind.name()
+        )),
+        slots: SWAP_SLOTS,
+        direct: false,
+    });
     let arena = ArenaConfig {
         bytes: ARENA_FRAMES * PAGE_SIZE,
         rmap_lock: kind,
+        swap,
         ..ArenaConfig::default()
     };
     let mut frames =
@@ -114,8 +143,13 @@ pub fn run_with(strategy: Strategy, kind: RmapLockKind, opts: &Options) -> anyho
             std::thread::spawn(move || worker(&sh, i, seed))
         })
         .collect();
+    let reclaimer = frames.swap_device().is_some().then(|| {
+        let sh = sh.clone();
+        let frames = frames.clone();
+        std::thread::spawn(move || reclaimer(&sh, &frames))
+    });
     let mut tally = checkpoints(&sh, opts, &injection);
-    for h in handles {
+    for h in handles.into_iter().chain(reclaimer) {
         h.join()
             .map_err(|_| anyhow::anyhow!("a torture thread panicked"))?;
     }
@@ -141,6 +175,8 @@ pub fn run_with(strategy: Strategy, kind: RmapLockKind, opts: &Options) -> anyho
     drop(sh.space);
     drop(sh.files);
     let leaked_frames = frames_after_grace_periods(&frames);
+    let rs = frames.reclaim_stats();
+    let leaked_slots = frames.swap_device().map_or(0, |d| d.used());
     Ok(Report {
         strategy,
         rmap_lock: kind,
@@ -153,6 +189,12 @@ pub fn run_with(strategy: Strategy, kind: RmapLockKind, opts: &Options) -> anyho
         violations: tally.violations,
         violation_count: tally.violation_count,
         leaked_frames,
+        swap: opts.swap_dir.is_some(),
+        swap_outs: rs.swap_outs,
+        swap_ins: rs.swap_ins,
+        reclaimed: rs.reclaimed_direct + rs.reclaimed_background,
+        leaked_slots,
+        swap_check: tally.swap_check,
         fault_causes: tally.fault_causes,
         injected,
         unknown_pages,
@@ -222,6 +264,12 @@ fn checkpoint(sh: &Shared, armed: Armed, tally: &mut Tally) {
     let mut model = sh.model.lock().unwrap();
     for violation in judge(&mut model, &mut accesses, armed) {
         tally.violation(violation);
+    }
+    // The workers wait at the barrier (no forked child is alive): the
+    // window's space holds every swap entry.
+    if let Err(e) = sh.space.frames().check_swap(&[&sh.space]) {
+        tally.violation(format!("swap references: {e}"));
+        tally.swap_check.get_or_insert(e);
     }
     tally.peak_records = tally.peak_records.max(model.records() + accesses.len());
     model.carry_over(sh.tick());
