@@ -202,6 +202,8 @@ pub struct FrameAllocator {
     /// Test hook: fail allocations (fault injection), probability in 1/2^32 units.
     fail_rate: AtomicU32,
     fail_seed: std::sync::atomic::AtomicU64,
+    /// Allocations failed on purpose so far.
+    failed_on_purpose: std::sync::atomic::AtomicU64,
     poison: bool,
     /// The anonymous objects and files whose frames live here, by id
     /// (`rmap.rs`).
@@ -307,6 +309,7 @@ impl FrameAllocator {
             steal: Mutex::new(()),
             fail_rate: AtomicU32::new(0),
             fail_seed: std::sync::atomic::AtomicU64::new(0x2545_F491_4F6C_DD1D),
+            failed_on_purpose: std::sync::atomic::AtomicU64::new(0),
             poison: cfg!(debug_assertions),
             objects: Default::default(),
             lazyfree: LazyFree::new(frames),
@@ -390,7 +393,18 @@ impl FrameAllocator {
         x ^= x >> 7;
         x ^= x << 17;
         self.fail_seed.store(x, Ordering::Relaxed);
-        (x >> 32) as u32 <= rate
+        let fails = (x >> 32) as u32 <= rate;
+        if fails {
+            self.failed_on_purpose.fetch_add(1, Ordering::Relaxed);
+        }
+        fails
+    }
+
+    /// Allocations made to fail by [`FrameAllocator::set_failure_rate`] so
+    /// far. A fault whose allocation fails reclaims and retries, so most of
+    /// them never become out-of-memory faults.
+    pub fn injected_failures(&self) -> u64 {
+        self.failed_on_purpose.load(Ordering::Relaxed)
     }
 
     /// A frame with reference count 1 and unspecified content, or `None` when

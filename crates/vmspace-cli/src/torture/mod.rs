@@ -189,9 +189,9 @@ pub struct Report {
 /// Injected failures that happened, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Injected {
-    /// Frame allocations made to fail, as the accesses saw them: their
-    /// out-of-memory faults (the allocator does not count its injected
-    /// failures).
+    /// Frame allocations made to fail (the allocator's count; a fault
+    /// reclaims and retries after one, so the out-of-memory faults, in
+    /// `fault_causes`, are fewer).
     pub alloc: u64,
     /// Store reads made to fail.
     pub read: u64,

@@ -161,7 +161,7 @@ pub fn run_with(strategy: Strategy, kind: RmapLockKind, opts: &Options) -> anyho
     no_write_lost(&sh.files, &model, &mut tally);
     let (read, write) = stores.failed();
     let injected = Injected {
-        alloc: tally.fault_causes[cause_index(vmspace::FaultCause::OutOfMemory)],
+        alloc: frames.injected_failures(),
         read,
         write,
     };
