@@ -92,7 +92,10 @@ fn every_injected_kind_of_failure_happens() {
         // Every allocation failing: retries after reclaim fail too, and the
         // access faults out of memory (allowed in those epochs only).
         if rate == 1.0 {
-            assert!(report.fault_causes[4] > 0, "no out-of-memory fault: {report:?}");
+            assert!(
+                report.fault_causes[4] > 0,
+                "no out-of-memory fault: {report:?}"
+            );
         }
     }
 }
