@@ -650,15 +650,16 @@ impl AddressSpace {
         if pgoff >= file.pages() {
             return Err(FaultCause::PastEnd);
         }
-        let frame = match file.cached(pgoff) {
+        // Held from here on (reclaim may evict the page): the reference
+        // goes to the entry, or is dropped after the copy.
+        let frame = match file.get_page(pgoff) {
             Some(f) => f,
             None if file.is_slow() => return Ok(Step::Wait(WaitFor::Page(file.clone(), pgoff))),
-            None => file.fill(pgoff).map_err(fill_cause)?,
+            None => file.fill_held(pgoff).map_err(fill_cause)?,
         };
         let bits = vma.pte_bits_no_write();
         if vma.shared {
             let write = if vma.prot.write { Pte::WRITE } else { 0 };
-            self.frames().get(frame);
             let step = self.install(
                 table,
                 page,
@@ -675,13 +676,11 @@ impl AddressSpace {
             return Ok(step);
         }
         if access != Access::Write {
-            self.frames().get(frame);
             return Ok(self.install(table, page, Pte(0), Pte::new(frame, bits), access, validate));
         }
-        let copy = self
-            .frames()
-            .alloc_copy(frame)
-            .ok_or(FaultCause::OutOfMemory)?;
+        let copy = self.frames().alloc_copy(frame);
+        self.frames().put(frame);
+        let copy = copy.ok_or(FaultCause::OutOfMemory)?;
         if let Some(anon) = &anon {
             self.frames().set_owner(copy, anon_owner(anon, vma, page));
         }

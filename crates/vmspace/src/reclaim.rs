@@ -21,9 +21,12 @@
 //! clears the accessed bits) gets a second chance; otherwise a lazy-free
 //! page (`madvise(MADV_FREE)`) is dropped if still clean, and any other
 //! private anonymous page goes to swap (`swapcache.rs`). A frame in the
-//! swap cache that nothing maps is dropped (its slot holds the page). Page
-//! cache frames, unmapped anonymous frames (a fault is filling them) and
-//! frames without an owner are passed by.
+//! swap cache that nothing maps is dropped (its slot holds the page). A
+//! page-cache frame is unmapped everywhere, written back if dirty (never
+//! lost: the eviction checks the dirty mark again under the file's fill
+//! lock) and evicted (`File::evict`); pages of shared anonymous memory,
+//! whose store keeps nothing, stay. Unmapped anonymous frames (a fault is
+//! filling them) and frames without an owner are passed by.
 //!
 //! # Background reclaim
 //!
@@ -99,6 +102,10 @@ pub struct ReclaimStats {
     pub swap_in_failures: u64,
     /// Lazy-free pages dropped without a write.
     pub lazyfree_dropped: u64,
+    /// Page-cache pages evicted (clean, or written back first).
+    pub file_dropped: u64,
+    /// Dirty page-cache pages written back by reclaim before eviction.
+    pub file_written: u64,
     /// Pages passed by because someone held or locked them.
     pub skipped_busy: u64,
     /// Pages kept because an `mlock`ed VMA maps them.
@@ -139,6 +146,8 @@ pub(crate) struct ReclaimCounters {
     pub(crate) swap_out_failures: Count,
     pub(crate) swap_in_failures: Count,
     pub(crate) lazyfree_dropped: Count,
+    file_dropped: Count,
+    file_written: Count,
     skipped_busy: Count,
     skipped_locked: Count,
     swap_full: Count,
@@ -249,6 +258,8 @@ impl FrameAllocator {
             swap_out_failures: c.swap_out_failures.get(),
             swap_in_failures: c.swap_in_failures.get(),
             lazyfree_dropped: c.lazyfree_dropped.get(),
+            file_dropped: c.file_dropped.get(),
+            file_written: c.file_written.get(),
             skipped_busy: c.skipped_busy.get(),
             skipped_locked: c.skipped_locked.get(),
             swap_full: c.swap_full.get(),
@@ -299,9 +310,12 @@ impl FrameAllocator {
             return false;
         }
         let cached = self.swap().is_some_and(|s| s.slot_of(f).is_some());
-        let anon = matches!(self.owner(f), Owner::Anon { .. });
+        let owner = self.owner(f);
         let mapped = self.mapcount(f) > 0;
-        if !(cached || (anon && mapped)) {
+        if !cached && matches!(owner, Owner::File { .. }) {
+            return self.reclaim_file_page(f, mapped);
+        }
+        if !(cached || (matches!(owner, Owner::Anon { .. }) && mapped)) {
             self.put(f);
             return false;
         }
@@ -336,6 +350,55 @@ impl FrameAllocator {
     /// guard drops (for checks that must see every page whole).
     pub(crate) fn hold_off_reclaim(&self) -> impl Drop + '_ {
         self.reclaim.gate.write()
+    }
+
+    /// The clock's visit of a page-cache frame the caller holds a reference
+    /// to (consumed): a second chance if its entries were used; otherwise
+    /// unmapped everywhere (unless `mlock`ed), written back if dirty, and
+    /// evicted if nobody took it meanwhile (`File::evict`). Pages of stores
+    /// that keep no writes (shared anonymous memory) stay.
+    fn reclaim_file_page(&self, f: FrameId, mapped: bool) -> bool {
+        let c = &self.reclaim.counters;
+        let Some((file, index)) = self.file_of(f) else {
+            self.put(f);
+            return false;
+        };
+        if !file.keeps_writes() {
+            self.put(f);
+            return false;
+        }
+        if mapped {
+            if self.page_referenced(f) > 0 {
+                c.referenced.bump();
+                self.put(f);
+                return false;
+            }
+            if self.unmap_file_page(f, true).1 {
+                c.skipped_locked.bump();
+                self.put(f);
+                return false;
+            }
+        }
+        if self.mapcount(f) != 0 {
+            c.skipped_busy.bump();
+            self.put(f);
+            return false;
+        }
+        if file.is_dirty(index) {
+            if file.write_back(index, index + 1) != 0 {
+                self.put(f);
+                return false;
+            }
+            c.file_written.bump();
+        }
+        let evicted = file.evict(index, f);
+        if evicted {
+            c.file_dropped.bump();
+        } else {
+            c.skipped_busy.bump();
+        }
+        drop(file);
+        evicted
     }
 
     /// Frames free now: the kept count on an arena with a background

@@ -240,9 +240,23 @@ impl FrameAllocator {
             Owner::None => return Ok(0),
             Owner::File { .. } => {}
         }
+        Ok(self.unmap_file_page(f, false).0)
+    }
+
+    /// [`FrameAllocator::try_to_unmap`] of a page-cache frame, for reclaim
+    /// when `keep_mlocked`: a VMA that is `mlock`ed stops the walk (the page
+    /// stays). Returns the entries removed and whether an `mlock`ed VMA was
+    /// met.
+    pub(crate) fn unmap_file_page(&self, f: FrameId, keep_mlocked: bool) -> (usize, bool) {
+        let owner = self.owner(f);
         let mut removed = 0;
         let mut dirty = false;
+        let mut mlocked = false;
         self.walk_rmap(f, &mut |space, addr| {
+            if mlocked || (keep_mlocked && space.mlocked_at(addr)) {
+                mlocked = true;
+                return;
+            }
             let batch = space.pt.update(
                 addr,
                 addr + PAGE_SIZE,
@@ -263,7 +277,16 @@ impl FrameAllocator {
         if dirty {
             self.mark_owner_dirty(owner);
         }
-        Ok(removed)
+        (removed, mlocked)
+    }
+
+    /// The file whose page-cache frame `f` is, and the page's index, if the
+    /// file is alive.
+    pub(crate) fn file_of(&self, f: FrameId) -> Option<(Arc<File>, u64)> {
+        match self.objects.resolve(self.owner(f)) {
+            Some((Owned::File(file), index)) => Some((file, index)),
+            _ => None,
+        }
     }
 
     /// Reads and clears the accessed bit of every entry that maps `f`;

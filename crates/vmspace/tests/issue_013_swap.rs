@@ -400,3 +400,96 @@ fn background_reclaimer_keeps_frames_free() {
     assert!(st.reclaimed_background > 0, "{st:?}");
     check(&frames, &[&s]);
 }
+
+/// A shared file mapping larger than the memory limit: dirty pages are
+/// written to the store by reclaim before their frames go (every write
+/// lands), clean ones are dropped and read again, and a private mapping of
+/// the same file sees the store's data, copy-on-write.
+#[test]
+fn file_pages_are_written_back_and_dropped_by_reclaim() {
+    use vmspace::{File, MemoryStore};
+    let frames = arena("file", 64, 0, false);
+    let s = space(&frames, Strategy::PerVma);
+    let pages = 200;
+    let store = Arc::new(MemoryStore::new(pages, |p, page| {
+        page[..8].copy_from_slice(&p.to_le_bytes())
+    }));
+    struct Shared(Arc<MemoryStore>);
+    impl vmspace::BackingStore for Shared {
+        fn read_page(&self, pgoff: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            self.0.read_page(pgoff, buf)
+        }
+        fn write_page(&self, pgoff: u64, buf: &[u8]) -> std::io::Result<()> {
+            self.0.write_page(pgoff, buf)
+        }
+    }
+    let file = File::new(pages, Box::new(Shared(store.clone())), frames.clone());
+    let flags = MapFlags {
+        shared: true,
+        ..MapFlags::default()
+    };
+    let base = s
+        .mmap(
+            0,
+            pages * P,
+            Prot::READ_WRITE,
+            flags,
+            MapSource::File {
+                file: file.clone(),
+                pgoff: 0,
+            },
+        )
+        .unwrap();
+    let mut cpu = s.cpu();
+    for p in 0..pages {
+        assert_eq!(cpu.read_u64(base + p * P).unwrap(), p, "initial page {p}");
+        cpu.write_u64(base + p * P + 8, value(p, 8)).unwrap();
+    }
+    let st = frames.reclaim_stats();
+    assert!(st.file_written >= pages - 64, "{st:?}");
+    assert!(st.file_dropped >= pages - 64, "{st:?}");
+    // Written pages that were evicted are in the store already.
+    let in_store = (0..pages)
+        .filter(|&p| {
+            let page = store.page(p).unwrap();
+            u64::from_le_bytes(page[8..16].try_into().unwrap()) == value(p, 8)
+        })
+        .count() as u64;
+    assert!(in_store >= pages - 64, "{in_store} pages written back");
+    for p in 0..pages {
+        assert_eq!(
+            cpu.read_u64(base + p * P + 8).unwrap(),
+            value(p, 8),
+            "page {p}"
+        );
+    }
+    let private = s
+        .mmap(
+            0,
+            4 * P,
+            Prot::READ_WRITE,
+            MapFlags::default(),
+            MapSource::File {
+                file: file.clone(),
+                pgoff: 0,
+            },
+        )
+        .unwrap();
+    cpu.write_u64(private, 99).unwrap();
+    assert_eq!(cpu.read_u64(private + 8).unwrap(), value(0, 8));
+    assert_eq!(
+        cpu.read_u64(base).unwrap(),
+        0,
+        "the private write stays private"
+    );
+    drop(cpu);
+    check(&frames, &[&s]);
+    file.sync().unwrap();
+    for p in 0..pages {
+        let page = store.page(p).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(page[8..16].try_into().unwrap()),
+            value(p, 8)
+        );
+    }
+}

@@ -3,11 +3,16 @@
 //! # Page cache protocol
 //!
 //! The cache is one `AtomicU32` slot per page (0 = not cached, else a frame
-//! number), so lookups take no lock: a fault loads the slot (Acquire) and maps
-//! the frame. Filling a slot takes the file's `fill` mutex, re-checks the slot,
-//! reads the page from the backing store into a fresh frame, and publishes it
-//! with a Release store. The cache holds one frame reference per cached page,
-//! dropped when the file is dropped (after writing dirty pages back).
+//! number), so lookups take no lock: a fault loads the slot (Acquire), takes
+//! a reference with `try_get` and checks the slot again ([`File::get_page`]),
+//! then maps the frame. Filling a slot takes the file's `fill` mutex,
+//! re-checks the slot, reads the page from the backing store into a fresh
+//! frame, and publishes it with a Release store. The cache holds one frame
+//! reference per cached page, dropped when the file is dropped (after
+//! writing dirty pages back) or when reclaim evicts the page
+//! ([`File::evict`]: clean, unmapped, under the `fill` mutex, by freezing
+//! the count from the cache's and reclaim's two references to zero, so that
+//! no lookup can take a reference afterwards).
 //!
 //! A fault that must read from a slow store is told so before it blocks
 //! ([`File::cached`] returns `None`), so that it can drop its locks first and
@@ -338,17 +343,43 @@ impl File {
         }
     }
 
+    /// The cached frame of page `pgoff` with a reference taken, without
+    /// locks, or `None` when it is not cached: the page may be evicted
+    /// (`File::evict`) at any moment, so a frame read from the slot is held
+    /// only if `try_get` succeeds and the slot still names it afterwards
+    /// (Linux's `filemap_get_entry`).
+    pub(crate) fn get_page(&self, pgoff: u64) -> Option<FrameId> {
+        loop {
+            let f = self.cached(pgoff)?;
+            if self.frames.try_get(f) {
+                if self.cached(pgoff) == Some(f) {
+                    return Some(f);
+                }
+                self.frames.put(f);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     /// The frame of page `pgoff`, reading it from the store if needed. May
-    /// block on I/O: call with no PTE lock held.
+    /// block on I/O: call with no PTE lock held. The frame may be evicted
+    /// as soon as this returns; [`File::get_page`] holds it.
     pub fn fill(&self, pgoff: u64) -> Result<FrameId, FillError> {
+        let f = self.fill_held(pgoff)?;
+        self.frames.put(f);
+        Ok(f)
+    }
+
+    /// [`File::fill`], returning the frame with a reference taken.
+    pub(crate) fn fill_held(&self, pgoff: u64) -> Result<FrameId, FillError> {
         if pgoff >= self.pages {
             return Err(FillError::PastEnd);
         }
-        if let Some(f) = self.cached(pgoff) {
+        if let Some(f) = self.get_page(pgoff) {
             return Ok(f);
         }
         let _g = self.fill.lock();
-        if let Some(f) = self.cached(pgoff) {
+        if let Some(f) = self.get_page(pgoff) {
             return Ok(f);
         }
         let f = self.frames.alloc().ok_or(FillError::NoMemory)?;
@@ -365,9 +396,49 @@ impl File {
                 index: pgoff,
             },
         );
+        // The cache's reference, and the caller's.
+        self.frames.get(f);
         // Release: the content written above is visible to whoever maps it.
         self.cache[pgoff as usize].store(f.0, Ordering::Release);
         Ok(f)
+    }
+
+    /// Drops page `pgoff` from the cache if it is `f`, clean, and held by
+    /// no one but the cache and the caller (whose reference this consumes
+    /// either way); returns whether the frame was freed. Under the fill
+    /// lock, so a fill does not race it; the count is frozen (2 -> 0), so a
+    /// lock-free `get_page` either got in first (and the eviction fails) or
+    /// fails and looks again.
+    pub(crate) fn evict(&self, pgoff: u64, f: FrameId) -> bool {
+        let evicted = {
+            let _g = self.fill.lock();
+            let clean = !self.dirty[pgoff as usize].load(Ordering::Acquire);
+            let ours = self.cached(pgoff) == Some(f);
+            let evicted = clean && ours && self.frames.freeze(f, 2);
+            if evicted {
+                self.cache[pgoff as usize].store(0, Ordering::Release);
+            }
+            evicted
+        };
+        if evicted {
+            self.frames.free_frozen(f);
+        } else {
+            self.frames.put(f);
+        }
+        evicted
+    }
+
+    /// Whether written pages reach a store (not shared anonymous memory,
+    /// whose pages reclaim must keep).
+    pub(crate) fn keeps_writes(&self) -> bool {
+        self.store.keeps_writes()
+    }
+
+    /// Whether page `pgoff` is marked dirty.
+    pub(crate) fn is_dirty(&self, pgoff: u64) -> bool {
+        self.dirty
+            .get(pgoff as usize)
+            .is_some_and(|d| d.load(Ordering::Acquire))
     }
 
     /// Marks page `pgoff` dirty (a fault just made a shared entry to it
@@ -400,14 +471,18 @@ impl File {
             if !self.dirty[p as usize].swap(false, Ordering::AcqRel) {
                 continue;
             }
-            let Some(f) = self.cached(p) else {
+            // Held while it is copied: reclaim may evict a page that is not
+            // marked dirty any more.
+            let Some(f) = self.get_page(p) else {
                 continue;
             };
             // Clean, then copy (see "Dirty tracking"): a write after the
             // write-protect faults and marks the page again.
             self.write_protect_page(p);
             self.frames.read_frame(f, &mut buf);
-            if let Err(e) = self.store.write_page(p, &buf) {
+            let written = self.store.write_page(p, &buf);
+            self.frames.put(f);
+            if let Err(e) = written {
                 failed += 1;
                 self.dirty[p as usize].store(true, Ordering::Release);
                 self.error.lock().get_or_insert(e);
