@@ -363,7 +363,7 @@ impl File {
 
     /// The frame of page `pgoff`, reading it from the store if needed. May
     /// block on I/O: call with no PTE lock held. The frame may be evicted
-    /// as soon as this returns; [`File::get_page`] holds it.
+    /// as soon as this returns (the fault path holds the pages it maps).
     pub fn fill(&self, pgoff: u64) -> Result<FrameId, FillError> {
         let f = self.fill_held(pgoff)?;
         self.frames.put(f);
