@@ -174,6 +174,10 @@ pub fn run_with(strategy: Strategy, kind: RmapLockKind, opts: &Options) -> anyho
     drop(model);
     drop(sh.space);
     drop(sh.files);
+    // Swap-cache pages whose slot only the cache still holds are garbage
+    // that reclaim would drop when it met them (or at once, if nobody held
+    // the page when its last entry went): drop them now.
+    frames.drop_swap_cache();
     let leaked_frames = frames_after_grace_periods(&frames);
     let rs = frames.reclaim_stats();
     let leaked_slots = frames.swap_device().map_or(0, |d| d.used());
@@ -321,6 +325,7 @@ fn no_write_lost(files: &Files, model: &Model, tally: &mut Tally) {
 fn frames_after_grace_periods(frames: &FrameAllocator) -> usize {
     let deadline = Instant::now() + Duration::from_secs(10);
     while frames.in_use() != 0 && Instant::now() < deadline {
+        frames.drop_swap_cache();
         vmspace_tree::pin().flush();
         std::thread::yield_now();
     }

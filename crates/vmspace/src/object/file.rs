@@ -468,25 +468,31 @@ impl File {
         let mut failed = 0;
         let mut buf = vec![0u8; PAGE_SIZE as usize];
         for p in first..end {
-            if !self.dirty[p as usize].swap(false, Ordering::AcqRel) {
+            if !self.dirty[p as usize].load(Ordering::Acquire) {
                 continue;
             }
-            // Held while it is copied: reclaim may evict a page that is not
-            // marked dirty any more.
+            // Held before the mark is cleared, and while it is copied:
+            // reclaim evicts a page only when it holds the page's every
+            // reference but the cache's, and finds it clean.
             let Some(f) = self.get_page(p) else {
                 continue;
             };
+            if !self.dirty[p as usize].swap(false, Ordering::AcqRel) {
+                self.frames.put(f);
+                continue;
+            }
             // Clean, then copy (see "Dirty tracking"): a write after the
             // write-protect faults and marks the page again.
             self.write_protect_page(p);
             self.frames.read_frame(f, &mut buf);
-            let written = self.store.write_page(p, &buf);
-            self.frames.put(f);
-            if let Err(e) = written {
+            // A failed write marks the page dirty again before the
+            // reference goes, so that reclaim never finds it clean.
+            if let Err(e) = self.store.write_page(p, &buf) {
                 failed += 1;
                 self.dirty[p as usize].store(true, Ordering::Release);
                 self.error.lock().get_or_insert(e);
             }
+            self.frames.put(f);
         }
         failed
     }
