@@ -30,6 +30,7 @@ mod fork;
 mod lookup;
 mod plan;
 mod plot;
+mod reclaim;
 mod report;
 mod run;
 mod suite;
@@ -71,10 +72,13 @@ pub enum Workload {
     ForkStorm,
     /// Fork of a parent of 10 000 VMAs with and without VMA write-locking.
     ForkVmas,
+    /// Faulting threads over a working set twice the memory limit (per
+    /// backing and rmap lock kind).
+    Reclaim,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 10] = [
+    pub const ALL: [Workload; 11] = [
         Workload::PageFault1,
         Workload::PageFault2,
         Workload::PageFault3,
@@ -85,6 +89,7 @@ impl Workload {
         Workload::Lookup,
         Workload::ForkStorm,
         Workload::ForkVmas,
+        Workload::Reclaim,
     ];
 
     /// The name on the command line and in results.
@@ -100,6 +105,7 @@ impl Workload {
             Workload::Lookup => "lookup",
             Workload::ForkStorm => "fork_storm",
             Workload::ForkVmas => "fork_vmas",
+            Workload::Reclaim => "reclaim",
         }
     }
 
@@ -117,6 +123,12 @@ impl Workload {
     /// default suite.
     pub fn is_fork(self) -> bool {
         matches!(self, Workload::ForkStorm | Workload::ForkVmas)
+    }
+
+    /// A workload run only when named (the fork workloads, `reclaim`), with
+    /// arenas and rows of its own.
+    pub fn is_named_only(self) -> bool {
+        self.is_fork() || self == Workload::Reclaim
     }
 
     /// A workload with an extra thread measured against its idle baseline.
@@ -376,6 +388,25 @@ pub struct Row {
     /// fork_vmas: fork time with the parent's VMAs write-locked over
     /// without, minus one.
     pub fork_lock_overhead: Option<f64>,
+    /// The reclaim workload's columns.
+    pub reclaim: Option<ReclaimRow>,
+}
+
+/// The columns of a `reclaim` row.
+#[derive(Clone, Debug)]
+pub struct ReclaimRow {
+    /// `anon` or `file`.
+    pub backing: &'static str,
+    /// The memory limit (the arena), in pages.
+    pub limit_pages: u64,
+    /// The working set, in pages.
+    pub working_set_pages: u64,
+    /// Whether the swap file was opened with `O_DIRECT`.
+    pub swap_direct: bool,
+    /// Frames freed per frame the clock visited.
+    pub scan_efficiency: f64,
+    /// The arena's reclaim counters over the measured windows.
+    pub stats: vmspace::ReclaimStats,
 }
 
 /// The mixed-workload columns of a row.

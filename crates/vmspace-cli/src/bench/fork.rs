@@ -112,6 +112,7 @@ pub fn storm(sizes: &Sizes, kinds: &[RmapLockKind], threads: usize) -> Result<Ve
             rmap_lock: Some(kind.name()),
             rmap_lock_waits: Some(waits_total),
             fork_lock_overhead: None,
+            reclaim: None,
         });
         drop(space);
         vmspace_tree::sync::collect();
@@ -235,6 +236,7 @@ pub fn vmas(sizes: &Sizes) -> Result<Vec<Row>> {
             rmap_lock: Some(frames.rmap_lock_kind().name()),
             rmap_lock_waits: None,
             fork_lock_overhead: Some(overhead),
+            reclaim: None,
         }
     };
     let rows = vec![row("locked", locked), row("unlocked", unlocked)];

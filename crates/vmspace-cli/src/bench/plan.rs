@@ -88,8 +88,8 @@ impl Sizes {
             Workload::PageFault1 | Workload::PageFault3 => t * self.region,
             Workload::PageFault2 => 2 * t * self.region,
             Workload::Mmap1 | Workload::Lookup => 0,
-            // fork.rs makes arenas of its own.
-            Workload::ForkStorm | Workload::ForkVmas => 0,
+            // fork.rs and reclaim.rs make arenas of their own.
+            Workload::ForkStorm | Workload::ForkVmas | Workload::Reclaim => 0,
             Workload::MixedChurn | Workload::MixedReaders => {
                 (t - 1) * self.mixed_region + run::CHURN_BYTES
             }
@@ -107,6 +107,24 @@ pub struct Outputs {
     pub json: Option<PathBuf>,
     /// The directory of the SVG plots.
     pub plot: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// Where workloads put their scratch files (`reclaim`'s swap and data
+    /// files): the JSON document's directory, else the plots', else
+    /// `target/vmspace-bench`; created if missing.
+    pub fn scratch_dir(&self) -> std::io::Result<PathBuf> {
+        let dir = match (&self.json, &self.plot) {
+            (Some(json), _) => json
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            (None, Some(plot)) => plot.clone(),
+            (None, None) => default_dir(),
+        };
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
 }
 
 /// What a bench runs.
@@ -131,7 +149,10 @@ pub struct Plan {
 pub fn plan(args: &Args) -> Result<Plan, String> {
     let suite = args.workloads.is_empty();
     let workloads = if suite {
-        Workload::ALL.into_iter().filter(|w| !w.is_fork()).collect()
+        Workload::ALL
+            .into_iter()
+            .filter(|w| !w.is_named_only())
+            .collect()
     } else {
         args.workloads.clone()
     };

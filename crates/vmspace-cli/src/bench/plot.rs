@@ -55,7 +55,7 @@ pub fn all(rows: &[Row], dir: &Path) -> Result<usize> {
             .iter()
             .filter(|r| r.workload == w && r.ops_per_sec.is_some())
             .collect();
-        if rs.is_empty() || w == Workload::Lookup || w.is_fork() {
+        if rs.is_empty() || w == Workload::Lookup || w.is_named_only() {
             continue;
         }
         if !w.is_mixed() {

@@ -58,7 +58,7 @@ pub fn table(rows: &[Row]) -> String {
     let faults: Vec<_> = rows
         .iter()
         .filter(|r| {
-            !r.workload.is_mixed() && r.workload != Workload::Lookup && !r.workload.is_fork()
+            !r.workload.is_mixed() && r.workload != Workload::Lookup && !r.workload.is_named_only()
         })
         .collect();
     if !faults.is_empty() {
@@ -200,7 +200,60 @@ pub fn table(rows: &[Row]) -> String {
         }
     }
     fork_table(&mut out, rows);
+    reclaim_table(&mut out, rows);
     out
+}
+
+/// The reclaim workload's section: faults/s per backing and rmap lock
+/// kind, with the reclaim counters of the measured windows.
+fn reclaim_table(out: &mut String, rows: &[Row]) {
+    let rs: Vec<_> = rows.iter().filter(|r| r.reclaim.is_some()).collect();
+    if rs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<8} {:>3} {:<5} {:<10} {:>9} {:>5} {:>8} {:>9} {:>9} {:>9} {:>8} {:>6}",
+        "workload",
+        "thr",
+        "back",
+        "rmap lock",
+        "faults/s",
+        "+-",
+        "p99",
+        "swap out",
+        "swap in",
+        "bg/direct",
+        "written",
+        "eff"
+    );
+    for r in rs {
+        let m = r.reclaim.as_ref().expect("filtered");
+        let st = &m.stats;
+        let p99 = r
+            .lat
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map_or("-".into(), |h| format!("{}us", pct(h, 0.99) / 1000));
+        let bg = st.reclaimed_background as f64
+            / (st.reclaimed_background + st.reclaimed_direct).max(1) as f64;
+        let _ = writeln!(
+            out,
+            "{:<8} {:>3} {:<5} {:<10} {:>9} {:>5} {:>8} {:>9} {:>9} {:>8.0}% {:>8} {:>6.2}",
+            r.workload.name(),
+            r.threads,
+            m.backing,
+            r.rmap_lock.unwrap_or("-"),
+            rate(r.ops_per_sec.unwrap_or(0.0)),
+            spread(r),
+            p99,
+            st.swap_outs,
+            st.swap_ins,
+            100.0 * bg,
+            st.file_written,
+            m.scan_efficiency,
+        );
+    }
 }
 
 /// The fork workloads' section: forks/s per rmap lock kind (fork_storm)
@@ -379,6 +432,24 @@ pub fn row_json(r: &Row) -> Value {
     }
     if let Some(x) = r.fork_lock_overhead {
         put(&mut o, "fork_lock_overhead", x);
+    }
+    if let Some(m) = &r.reclaim {
+        let st = &m.stats;
+        put(&mut o, "backing", m.backing);
+        put(&mut o, "limit_pages", m.limit_pages);
+        put(&mut o, "working_set_pages", m.working_set_pages);
+        put(&mut o, "swap_direct", m.swap_direct);
+        put(&mut o, "scan_efficiency", m.scan_efficiency);
+        put(&mut o, "scanned", st.scanned);
+        put(&mut o, "referenced", st.referenced);
+        put(&mut o, "reclaimed_direct", st.reclaimed_direct);
+        put(&mut o, "reclaimed_background", st.reclaimed_background);
+        put(&mut o, "swap_outs", st.swap_outs);
+        put(&mut o, "swap_ins", st.swap_ins);
+        put(&mut o, "file_written", st.file_written);
+        put(&mut o, "file_dropped", st.file_dropped);
+        put(&mut o, "skipped_busy", st.skipped_busy);
+        put(&mut o, "oom", st.oom);
     }
     Value::Object(o)
 }

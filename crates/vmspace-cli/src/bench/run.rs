@@ -293,6 +293,7 @@ pub fn measure<E: Env>(env: &E, spec: &Spec) -> Measurement {
                     Workload::ForkStorm | Workload::ForkVmas => {
                         unreachable!("the fork workloads are measured by fork.rs")
                     }
+                    Workload::Reclaim => unreachable!("reclaim is measured by reclaim.rs"),
                 })
             })
             .collect();

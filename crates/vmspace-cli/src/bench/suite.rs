@@ -15,7 +15,7 @@ use vmspace::{FaultStats, FrameAllocator, Strategy};
 
 use super::plan::{Plan, Sizes};
 use super::run::{self, Measurement, Spec};
-use super::{env, fork, lookup, median, MixedRow, Ratio, RatioRow, Row, Target, Workload};
+use super::{env, fork, lookup, median, reclaim, MixedRow, Ratio, RatioRow, Row, Target, Workload};
 
 /// What a bench measured.
 pub struct Results {
@@ -44,6 +44,18 @@ pub fn run(plan: &Plan) -> Result<Results> {
         if workload == Workload::Lookup {
             for threads in plan.counts(workload) {
                 rows.extend(run_lookup(&plan.sizes, threads, &bar));
+            }
+            continue;
+        }
+        if workload == Workload::Reclaim {
+            let dir = plan
+                .outputs
+                .scratch_dir()
+                .context("creating the directory of reclaim's swap file")?;
+            for threads in plan.counts(workload) {
+                bar.set_message(format!("reclaim t={threads}"));
+                rows.extend(reclaim::rows(&plan.sizes, &plan.rmap_locks, threads, &dir)?);
+                bar.inc(1);
             }
             continue;
         }
@@ -82,7 +94,7 @@ fn steps(plan: &Plan) -> u64 {
         .iter()
         .map(|&(w, _)| match w {
             Workload::Lookup => (lookup::STRUCTURES.len() * 3 * plan.sizes.repeat) as u64,
-            w if w.is_fork() => 1,
+            w if w.is_named_only() => 1,
             w if w.is_mixed() => targets(w) as u64,
             w => (targets(w) * plan.sizes.repeat) as u64,
         })
@@ -377,6 +389,7 @@ fn aggregate(workload: Workload, target: Target, threads: usize, runs: Vec<Measu
         rmap_lock: None,
         rmap_lock_waits: None,
         fork_lock_overhead: None,
+        reclaim: None,
     }
 }
 
@@ -401,6 +414,7 @@ fn skipped_row(workload: Workload, target: Target, threads: usize, why: &str) ->
         rmap_lock: None,
         rmap_lock_waits: None,
         fork_lock_overhead: None,
+        reclaim: None,
     }
 }
 
@@ -452,6 +466,7 @@ fn run_lookup(sizes: &Sizes, threads: usize, bar: &ProgressBar) -> Vec<Row> {
                 rmap_lock: None,
                 rmap_lock_waits: None,
                 fork_lock_overhead: None,
+                reclaim: None,
             });
         }
     }

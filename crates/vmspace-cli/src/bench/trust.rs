@@ -179,6 +179,7 @@ mod tests {
             rmap_lock: None,
             rmap_lock_waits: None,
             fork_lock_overhead: None,
+            reclaim: None,
         }
     }
 

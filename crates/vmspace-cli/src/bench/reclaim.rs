@@ -1,0 +1,332 @@
+//! The `reclaim` workload (selected by name; not in the default suite):
+//! faulting threads over a working set twice the memory limit, so that
+//! every other access misses and reclaim runs all the time.
+//!
+//! One arena per row, of [`limit_pages`] frames (the memory limit), with a
+//! swap file in the results directory (`O_DIRECT` where the file system
+//! allows it, so that swap I/O reaches the disk and not only the host's page
+//! cache; the row says which) and the background reclaimer on. Two
+//! backings: `anon` (a private anonymous mapping: pages go to swap and come
+//! back) and `file` (a shared mapping of a file on disk in the same
+//! directory: dirty pages are written back and dropped, then read again).
+//! Each thread first writes every page of its own slice (not measured), then
+//! writes one word of a random page of its slice at a time. `ops_per_sec`
+//! is faults per second (the address space's completed faults over the
+//! measured window); the latency histogram samples one access in
+//! [`SAMPLE`], hits and faults alike. One row per rmap lock kind
+//! (`--rmap-lock`), each with the reclaim counters of its measured window.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use vmspace::{
+    AddressSpace, ArenaConfig, Config, DiskStore, File, FrameAllocator, MapFlags, MapSource, Prot,
+    ReclaimConfig, ReclaimStats, RmapLockKind, SwapConfig, PAGE_SIZE,
+};
+
+use super::plan::Sizes;
+use super::{median, ReclaimRow, Row, Workload};
+
+const P: u64 = PAGE_SIZE;
+/// One access in this many is timed.
+const SAMPLE: u64 = 8;
+
+/// What backs the working set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// Private anonymous memory (swap).
+    Anon,
+    /// A shared mapping of a file on disk (write-back and eviction).
+    File,
+}
+
+impl Backing {
+    /// The name in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backing::Anon => "anon",
+            Backing::File => "file",
+        }
+    }
+}
+
+/// The memory limit in pages: 8 MiB, 2 MiB with `--quick`.
+pub fn limit_pages(sizes: &Sizes) -> u64 {
+    if sizes.seconds < super::plan::SECONDS {
+        512
+    } else {
+        2048
+    }
+}
+
+/// The `reclaim` rows at `threads` threads: per backing, per rmap lock kind.
+pub fn rows(sizes: &Sizes, kinds: &[RmapLockKind], threads: usize, dir: &Path) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for backing in [Backing::Anon, Backing::File] {
+        for &kind in kinds {
+            rows.push(row(sizes, kind, backing, threads, dir)?);
+        }
+    }
+    Ok(rows)
+}
+
+/// An arena of the limit with a swap file in `dir`: `O_DIRECT` if the file
+/// system takes it, else buffered. Returns the arena and whether it is
+/// direct.
+fn arena(kind: RmapLockKind, limit: u64, dir: &Path) -> Result<(Arc<FrameAllocator>, bool)> {
+    let path = dir.join(format!(
+        "reclaim-{}-{}.swap",
+        std::process::id(),
+        kind.name()
+    ));
+    let mut last = None;
+    for direct in [true, false] {
+        let config = ArenaConfig {
+            bytes: limit * P,
+            rmap_lock: kind,
+            swap: Some(SwapConfig {
+                path: path.clone(),
+                slots: 4 * limit,
+                direct,
+            }),
+            reclaim: ReclaimConfig::default(),
+        };
+        match FrameAllocator::with_config(&config) {
+            Ok(mut f) => {
+                f.set_poison(false);
+                return Ok((Arc::new(f), direct));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let e = last.expect("two attempts");
+    anyhow::bail!(
+        "reclaim: no swap file in {} ({}): give --json or --plot a directory on a disk",
+        dir.display(),
+        e
+    )
+}
+
+/// The working set: a mapping of `pages` pages of `backing`.
+fn working_set(
+    frames: &Arc<FrameAllocator>,
+    backing: Backing,
+    pages: u64,
+    dir: &Path,
+) -> Result<(Arc<AddressSpace>, u64, Option<Arc<File>>)> {
+    let space = AddressSpace::new(Config::default(), frames.clone()).context("address space")?;
+    let (flags, source, file) = match backing {
+        Backing::Anon => (MapFlags::default(), MapSource::Anon, None),
+        Backing::File => {
+            let path = dir.join(format!("reclaim-{}.data", std::process::id()));
+            let disk = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            disk.set_len(pages * P).context("sizing the data file")?;
+            // The open file stays usable once its name is gone.
+            let _ = std::fs::remove_file(&path);
+            let file = File::new(pages, Box::new(DiskStore::new(disk)), frames.clone());
+            let flags = MapFlags {
+                shared: true,
+                ..MapFlags::default()
+            };
+            let source = MapSource::File {
+                file: file.clone(),
+                pgoff: 0,
+            };
+            (flags, source, Some(file))
+        }
+    };
+    let base = space
+        .mmap(0, pages * P, Prot::READ_WRITE, flags, source)
+        .context("mapping the working set")?;
+    Ok((space, base, file))
+}
+
+fn row(
+    sizes: &Sizes,
+    kind: RmapLockKind,
+    backing: Backing,
+    threads: usize,
+    dir: &Path,
+) -> Result<Row> {
+    let limit = limit_pages(sizes);
+    let pages = 2 * limit;
+    let (frames, direct) = arena(kind, limit, dir)?;
+    let (space, base, file) = working_set(&frames, backing, pages, dir)?;
+    let slice = pages / threads as u64;
+    let mut rates = Vec::new();
+    let mut lat = super::run::histogram();
+    let mut faults_total = 0;
+    let mut delta = ReclaimStats::default();
+    for _ in 0..sizes.repeat {
+        let (faults, secs, h, d) = measure(&space, &frames, base, slice, threads, sizes)?;
+        rates.push(faults as f64 / secs);
+        faults_total += faults;
+        lat.add(&h).context("merging latency histograms")?;
+        delta = add(delta, d);
+    }
+    let ops_per_sec = median(&mut rates);
+    let reclaimed = delta.reclaimed_direct + delta.reclaimed_background;
+    let row = Row {
+        workload: Workload::Reclaim,
+        strategy: Config::default().strategy.name().to_string(),
+        threads,
+        vmas: None,
+        ops_per_sec: Some(ops_per_sec),
+        min: rates[0],
+        max: rates[rates.len() - 1],
+        runs: rates.len(),
+        measured_ops: faults_total,
+        lat: Some(lat),
+        stats: Some(space.fault_stats()),
+        minflt: None,
+        mixed: None,
+        ns_per_op: None,
+        skipped: None,
+        rmap_lock: Some(kind.name()),
+        rmap_lock_waits: None,
+        fork_lock_overhead: None,
+        reclaim: Some(ReclaimRow {
+            backing: backing.name(),
+            limit_pages: limit,
+            working_set_pages: pages,
+            swap_direct: direct,
+            scan_efficiency: if delta.scanned == 0 {
+                0.0
+            } else {
+                reclaimed as f64 / delta.scanned as f64
+            },
+            stats: delta,
+        }),
+    };
+    drop(space);
+    drop(file);
+    vmspace_tree::sync::collect();
+    Ok(row)
+}
+
+/// The counters of two windows together.
+fn add(a: ReclaimStats, b: ReclaimStats) -> ReclaimStats {
+    ReclaimStats {
+        scanned: a.scanned + b.scanned,
+        referenced: a.referenced + b.referenced,
+        reclaimed_direct: a.reclaimed_direct + b.reclaimed_direct,
+        reclaimed_background: a.reclaimed_background + b.reclaimed_background,
+        swap_outs: a.swap_outs + b.swap_outs,
+        swap_ins: a.swap_ins + b.swap_ins,
+        swap_out_failures: a.swap_out_failures + b.swap_out_failures,
+        swap_in_failures: a.swap_in_failures + b.swap_in_failures,
+        lazyfree_dropped: a.lazyfree_dropped + b.lazyfree_dropped,
+        file_dropped: a.file_dropped + b.file_dropped,
+        file_written: a.file_written + b.file_written,
+        skipped_busy: a.skipped_busy + b.skipped_busy,
+        skipped_locked: a.skipped_locked + b.skipped_locked,
+        swap_full: a.swap_full + b.swap_full,
+        oom: a.oom + b.oom,
+    }
+}
+
+/// `b - a`, counter by counter.
+fn since(a: ReclaimStats, b: ReclaimStats) -> ReclaimStats {
+    ReclaimStats {
+        scanned: b.scanned - a.scanned,
+        referenced: b.referenced - a.referenced,
+        reclaimed_direct: b.reclaimed_direct - a.reclaimed_direct,
+        reclaimed_background: b.reclaimed_background - a.reclaimed_background,
+        swap_outs: b.swap_outs - a.swap_outs,
+        swap_ins: b.swap_ins - a.swap_ins,
+        swap_out_failures: b.swap_out_failures - a.swap_out_failures,
+        swap_in_failures: b.swap_in_failures - a.swap_in_failures,
+        lazyfree_dropped: b.lazyfree_dropped - a.lazyfree_dropped,
+        file_dropped: b.file_dropped - a.file_dropped,
+        file_written: b.file_written - a.file_written,
+        skipped_busy: b.skipped_busy - a.skipped_busy,
+        skipped_locked: b.skipped_locked - a.skipped_locked,
+        swap_full: b.swap_full - a.swap_full,
+        oom: b.oom - a.oom,
+    }
+}
+
+/// One measured window: (faults, seconds, sampled latency, reclaim counters
+/// of the window).
+fn measure(
+    space: &Arc<AddressSpace>,
+    frames: &FrameAllocator,
+    base: u64,
+    slice: u64,
+    threads: usize,
+    sizes: &Sizes,
+) -> Result<(u64, f64, Histogram<u64>, ReclaimStats)> {
+    let stop = AtomicBool::new(false);
+    let measuring = AtomicBool::new(false);
+    let failed = Mutex::new(None);
+    let start = Barrier::new(threads + 1);
+    let hist = Mutex::new(super::run::histogram());
+    let accesses = AtomicU64::new(0);
+    let mut out = None;
+    std::thread::scope(|s| {
+        for t in 0..threads as u64 {
+            let (stop, measuring, failed, start, hist, accesses) =
+                (&stop, &measuring, &failed, &start, &hist, &accesses);
+            s.spawn(move || {
+                let mut cpu = space.cpu();
+                let first = base + t * slice * P;
+                for p in 0..slice {
+                    if let Err(e) = cpu.write_u64(first + p * P, p) {
+                        *failed.lock().unwrap() = Some(e);
+                    }
+                }
+                let mut h = super::run::histogram();
+                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (t + 1);
+                let mut n = 0u64;
+                start.wait();
+                while !stop.load(Relaxed) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let addr = first + (x % slice) * P;
+                    let sample = n.is_multiple_of(SAMPLE) && measuring.load(Relaxed);
+                    let t0 = sample.then(Instant::now);
+                    if let Err(e) = cpu.write_u64(addr, n) {
+                        *failed.lock().unwrap() = Some(e);
+                        break;
+                    }
+                    if let Some(t0) = t0 {
+                        h.saturating_record((t0.elapsed().as_nanos() as u64).max(1));
+                    }
+                    n += 1;
+                }
+                accesses.fetch_add(n, Relaxed);
+                let _ = hist.lock().unwrap().add(&h);
+            });
+        }
+        start.wait();
+        std::thread::sleep(Duration::from_secs_f64(sizes.warmup));
+        let f0 = space.fault_stats();
+        let r0 = frames.reclaim_stats();
+        let t0 = Instant::now();
+        measuring.store(true, Relaxed);
+        std::thread::sleep(Duration::from_secs_f64(sizes.seconds));
+        measuring.store(false, Relaxed);
+        let secs = t0.elapsed().as_secs_f64();
+        let f1 = space.fault_stats();
+        let r1 = frames.reclaim_stats();
+        stop.store(true, Relaxed);
+        let faults = (f1.lockless + f1.locked) - (f0.lockless + f0.locked);
+        out = Some((faults, secs, since(r0, r1)));
+    });
+    if let Some(e) = failed.into_inner().unwrap() {
+        anyhow::bail!("reclaim: an access failed: {e:?}");
+    }
+    let (faults, secs, delta) = out.expect("the window ran");
+    Ok((faults, secs, hist.into_inner().unwrap(), delta))
+}
