@@ -55,8 +55,9 @@ pub struct Args {
     /// Run without swap and without reclaim.
     #[arg(long)]
     no_swap: bool,
-    /// Debug builds only: break the protocol on purpose (`skip-revalidation`
-    /// or `early-free`) to show that the checker notices.
+    /// Debug builds only: break the protocol on purpose (`skip-revalidation`,
+    /// `early-free`, `fork-without-vma-lock`, `evict-dirty` or
+    /// `swap-skip-write`) to show that the checker notices.
     #[arg(long, hide = true)]
     break_protocol: Option<ProtocolBreak>,
 }

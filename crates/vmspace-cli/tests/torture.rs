@@ -132,6 +132,33 @@ fn a_broken_protocol_is_caught() {
     assert!(out.contains("violation:"), "{out}");
 }
 
+/// The reclaim protocols' checks must be able to fail too: evicting a
+/// page-cache page whose write was not written back, and freeing a
+/// swapped-out frame without writing its slot, each lose data that a later
+/// load (or the final store check) shows.
+#[test]
+#[cfg(debug_assertions)]
+fn broken_reclaim_protocols_are_caught() {
+    for b in ["evict-dirty", "swap-skip-write"] {
+        let (ok, out) = torture(&[
+            "--seconds",
+            "60",
+            "--threads",
+            "4",
+            "--seed",
+            "12",
+            "--strategy",
+            "per-vma",
+            "--rmap-lock",
+            "rwsem",
+            "--break-protocol",
+            b,
+        ]);
+        assert!(!ok, "{b} went unnoticed:\n{out}");
+        assert!(out.contains("violation:"), "{b}: {out}");
+    }
+}
+
 /// Usage errors exit with status 2 from the parser, before any thread
 /// starts: nothing on stdout, a message on stderr.
 #[test]

@@ -29,6 +29,13 @@ pub enum ProtocolBreak {
     /// the VMA was made without one, and the child then maps the fault's
     /// page with no reverse-map record (Linux 6.4's fork corruption).
     ForkWithoutVmaLock = 3,
+    /// Reclaim evicts page-cache pages without looking at their dirty mark:
+    /// a write not yet written back is lost, and the page reads as the
+    /// store's older content.
+    EvictDirty = 4,
+    /// Swap-out frees the frame without writing it to its slot: a swap-in
+    /// reads whatever the slot held before.
+    SwapSkipWrite = 5,
 }
 
 impl std::str::FromStr for ProtocolBreak {
@@ -39,9 +46,11 @@ impl std::str::FromStr for ProtocolBreak {
             "skip-revalidation" => Ok(ProtocolBreak::SkipRevalidation),
             "early-free" => Ok(ProtocolBreak::EarlyFree),
             "fork-without-vma-lock" => Ok(ProtocolBreak::ForkWithoutVmaLock),
+            "evict-dirty" => Ok(ProtocolBreak::EvictDirty),
+            "swap-skip-write" => Ok(ProtocolBreak::SwapSkipWrite),
             _ => Err(format!(
-                "unknown protocol break `{s}` (expected skip-revalidation, early-free or \
-                 fork-without-vma-lock)"
+                "unknown protocol break `{s}` (expected skip-revalidation, early-free, \
+                 fork-without-vma-lock, evict-dirty or swap-skip-write)"
             )),
         }
     }

@@ -64,8 +64,11 @@ use std::sync::Arc;
 const MAX_WRITER_WAITS: u32 = 4;
 /// Spin iterations of one wait (a few microseconds).
 const WRITER_WAIT_SPINS: u32 = 4096;
-/// Times a fault that found no frame makes room and tries again.
-const OOM_ROUNDS: u32 = 8;
+/// Rounds of reclaim that free nothing after which a fault that found no
+/// frame fails.
+const BARREN_OOM_ROUNDS: u32 = 4;
+/// Rounds of reclaim and retry after which it fails whatever happened.
+const MAX_OOM_ROUNDS: u32 = 256;
 
 /// What a fault must wait for with no lock held before it starts over.
 pub(crate) enum WaitFor {
@@ -171,9 +174,18 @@ impl AddressSpace {
         addr: u64,
         access: Access,
     ) -> Result<(), Fault> {
-        for _ in 0..OOM_ROUNDS {
+        // Frames this thread freed may go to another thread first: retry
+        // while reclaim makes progress, and give up after a few rounds that
+        // freed nothing (Linux's `should_reclaim_retry`), or after many
+        // rounds in all, so that the fault ends.
+        let mut barren = 0;
+        for _ in 0..MAX_OOM_ROUNDS {
             if !self.make_room() {
-                break;
+                barren += 1;
+                if barren == BARREN_OOM_ROUNDS {
+                    break;
+                }
+                continue;
             }
             stats.bump(Counter::Retry);
             match self.fault_with_mmap_lock(stats, addr, access) {

@@ -375,7 +375,10 @@ impl FrameAllocator {
             SwapOut::Locked
         } else if self.mapcount(f) != 0 {
             SwapOut::Mapped
-        } else if !swap.is_valid(f) && !self.write_to_slot(swap, f, slot) {
+        } else if !swap.is_valid(f)
+            && !crate::debug::broken(crate::debug::ProtocolBreak::SwapSkipWrite)
+            && !self.write_to_slot(swap, f, slot)
+        {
             SwapOut::WriteFailed
         } else if self.freeze(f, 2) {
             swap.remove(slot, f);

@@ -412,7 +412,8 @@ impl File {
     pub(crate) fn evict(&self, pgoff: u64, f: FrameId) -> bool {
         let evicted = {
             let _g = self.fill.lock();
-            let clean = !self.dirty[pgoff as usize].load(Ordering::Acquire);
+            let clean = !self.dirty[pgoff as usize].load(Ordering::Acquire)
+                || crate::debug::broken(crate::debug::ProtocolBreak::EvictDirty);
             let ours = self.cached(pgoff) == Some(f);
             let evicted = clean && ours && self.frames.freeze(f, 2);
             if evicted {
