@@ -29,9 +29,9 @@ pub enum ProtocolBreak {
     /// the VMA was made without one, and the child then maps the fault's
     /// page with no reverse-map record (Linux 6.4's fork corruption).
     ForkWithoutVmaLock = 3,
-    /// Reclaim evicts page-cache pages without looking at their dirty mark:
-    /// a write not yet written back is lost, and the page reads as the
-    /// store's older content.
+    /// Reclaim evicts dirty page-cache pages without writing them back
+    /// (and without looking at their dirty mark): a write not yet written
+    /// back is lost, and the page reads as the store's older content.
     EvictDirty = 4,
     /// Swap-out frees the frame without writing it to its slot: a swap-in
     /// reads whatever the slot held before.

@@ -384,7 +384,8 @@ impl FrameAllocator {
             self.put(f);
             return false;
         }
-        if file.is_dirty(index) {
+        let broken = crate::debug::broken(crate::debug::ProtocolBreak::EvictDirty);
+        if file.is_dirty(index) && !broken {
             if file.write_back(index, index + 1) != 0 {
                 self.put(f);
                 return false;

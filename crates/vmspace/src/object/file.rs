@@ -27,7 +27,10 @@
 //! only then copies the page to the store. A write that lands before the
 //! shootdown ends is in the copy; a write after it faults and marks the page
 //! dirty again. So no write is lost to a page thought clean. A failed write
-//! marks the page dirty again.
+//! marks the page dirty again (before the write-back lets the page go).
+//! Write-backs of one page are serialized (a striped mutex, taken with no
+//! other lock held): otherwise a slow one could store its older copy after a
+//! later one stored the newer, and reclaim would drop the page as clean.
 //!
 //! # When dirty pages reach the store
 //!
@@ -200,6 +203,9 @@ impl std::fmt::Debug for File {
     }
 }
 
+/// Stripes of a file's write-back locks.
+const WRITEBACK_STRIPES: usize = 16;
+
 /// A file: a fixed size in pages, a page cache, and its backing store.
 pub struct File {
     /// Process-unique id (the owner recorded in the frames of its page cache).
@@ -208,6 +214,11 @@ pub struct File {
     cache: Box<[AtomicU32]>,
     dirty: Box<[AtomicBool]>,
     fill: crate::sync::Mutex<()>,
+    /// Write-back of a page runs under the stripe of its index, so that two
+    /// write-backs of one page never overlap: a slower one would store an
+    /// older copy over a newer one, which the cleared dirty mark would then
+    /// let reclaim drop (Linux waits on the page's writeback bit).
+    writeback: Box<[parking_lot::Mutex<()>]>,
     store: Box<dyn BackingStore>,
     frames: Arc<FrameAllocator>,
     /// The first write-back error not yet reported by `sync`.
@@ -255,6 +266,9 @@ impl File {
             cache: (0..pages).map(|_| AtomicU32::new(0)).collect(),
             dirty: (0..pages).map(|_| AtomicBool::new(false)).collect(),
             fill: crate::sync::Mutex::new(()),
+            writeback: (0..WRITEBACK_STRIPES)
+                .map(|_| parking_lot::Mutex::new(()))
+                .collect(),
             store,
             frames,
             error: parking_lot::Mutex::new(None),
@@ -472,6 +486,7 @@ impl File {
             if !self.dirty[p as usize].load(Ordering::Acquire) {
                 continue;
             }
+            let _one_at_a_time = self.writeback[p as usize % WRITEBACK_STRIPES].lock();
             // Held before the mark is cleared, and while it is copied:
             // reclaim evicts a page only when it holds the page's every
             // reference but the cache's, and finds it clean.

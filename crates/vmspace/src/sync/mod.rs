@@ -45,7 +45,10 @@
 //!   lock): a leaf; no address-space, VMA, PTE or rmap lock is held across
 //!   swap I/O (SwapDevice::read/write)
 //! Write-back I/O (File::write_back) runs after the address-space lock is
-//! released (Writer::drop), with no lock held.
+//! released (Writer::drop), with no lock held but the file's write-back
+//! stripe of the page (`object/file.rs`), which ranks above the rmap lock
+//! (the write-protect walk runs under it) and is taken with nothing held
+//! (reclaim holds only a frame reference).
 //! ```
 //!
 //! Lock-free state and who may change it:
