@@ -565,6 +565,12 @@ impl FrameAllocator {
                 .is_ok()
     }
 
+    /// Undoes a `freeze` that found the frame must stay: the count is
+    /// `count` again (the references the freezer held).
+    pub(crate) fn unfreeze(&self, f: FrameId, count: u32) {
+        self.meta[f.0 as usize].refs.store(count, Ordering::Release);
+    }
+
     /// Returns a frame whose count reached 0 to the free list.
     pub(crate) fn free_frozen(&self, f: FrameId) {
         let meta = &self.meta[f.0 as usize];

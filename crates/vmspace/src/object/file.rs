@@ -426,10 +426,17 @@ impl File {
     pub(crate) fn evict(&self, pgoff: u64, f: FrameId) -> bool {
         let evicted = {
             let _g = self.fill.lock();
+            // Frozen first, then the mark read: the last user who let the
+            // page go (an unmapped writer's entry) marked it dirty before
+            // its release, which the freeze acquires. Read before the
+            // freeze, the mark could predate a write whose entry then went.
+            let evicted = self.cached(pgoff) == Some(f) && self.frames.freeze(f, 2);
             let clean = !self.dirty[pgoff as usize].load(Ordering::Acquire)
                 || crate::debug::broken(crate::debug::ProtocolBreak::EvictDirty);
-            let ours = self.cached(pgoff) == Some(f);
-            let evicted = clean && ours && self.frames.freeze(f, 2);
+            if evicted && !clean {
+                self.frames.unfreeze(f, 2);
+            }
+            let evicted = evicted && clean;
             if evicted {
                 self.cache[pgoff as usize].store(0, Ordering::Release);
             }
