@@ -123,6 +123,11 @@ impl Hists {
             idle: histogram(),
         }
     }
+
+    /// Nothing recorded yet, in any window.
+    fn is_empty(&self) -> bool {
+        self.main.is_empty() && self.idle.is_empty()
+    }
 }
 
 struct Shared {
@@ -181,7 +186,9 @@ fn faulter<E: Env>(env: &E, sh: &Shared, me: usize, kind: MapKind, len: u64, rea
     'outer: while !sh.stop.load(Relaxed) {
         let base = env.map(&mut t, len, kind);
         for i in 0..len / PAGE_SIZE {
-            let sample = n.is_multiple_of(every);
+            // Until one op is in the histogram, every op is timed: a short
+            // window on a loaded machine may hold fewer than `every` ops.
+            let sample = n.is_multiple_of(every) || h.is_empty();
             if sample && sh.stop.load(Relaxed) {
                 env.unmap(&mut t, base, len);
                 break 'outer;
@@ -207,10 +214,15 @@ fn mapper<E: Env>(env: &E, sh: &Shared, me: usize, len: u64) -> Hists {
     let mut n = 0u64;
     sh.ready.wait();
     while !sh.stop.load(Relaxed) {
-        timed(n.is_multiple_of(SAMPLE), &sh.record, &mut h, || {
-            let a = env.map(&mut t, len, MapKind::Anon);
-            env.unmap(&mut t, a, len);
-        });
+        timed(
+            n.is_multiple_of(SAMPLE) || h.is_empty(),
+            &sh.record,
+            &mut h,
+            || {
+                let a = env.map(&mut t, len, MapKind::Anon);
+                env.unmap(&mut t, a, len);
+            },
+        );
         n += 1;
         sh.counters[me].0.store(n, Relaxed);
     }
