@@ -218,7 +218,7 @@ pub struct File {
     /// write-backs of one page never overlap: a slower one would store an
     /// older copy over a newer one, which the cleared dirty mark would then
     /// let reclaim drop (Linux waits on the page's writeback bit).
-    writeback: Box<[parking_lot::Mutex<()>]>,
+    writeback: Box<[crate::sync::Mutex<()>]>,
     store: Box<dyn BackingStore>,
     frames: Arc<FrameAllocator>,
     /// The first write-back error not yet reported by `sync`.
@@ -267,7 +267,7 @@ impl File {
             dirty: (0..pages).map(|_| AtomicBool::new(false)).collect(),
             fill: crate::sync::Mutex::new(()),
             writeback: (0..WRITEBACK_STRIPES)
-                .map(|_| parking_lot::Mutex::new(()))
+                .map(|_| crate::sync::Mutex::new(()))
                 .collect(),
             store,
             frames,
@@ -363,6 +363,7 @@ impl File {
     /// only if `try_get` succeeds and the slot still names it afterwards
     /// (Linux's `filemap_get_entry`).
     pub(crate) fn get_page(&self, pgoff: u64) -> Option<FrameId> {
+        let mut spins = 0;
         loop {
             let f = self.cached(pgoff)?;
             if self.frames.try_get(f) {
@@ -371,7 +372,8 @@ impl File {
                 }
                 self.frames.put(f);
             }
-            std::hint::spin_loop();
+            // Frozen by an eviction, which clears the slot next.
+            crate::sync::spin_wait(&mut spins);
         }
     }
 
