@@ -214,7 +214,7 @@ impl AddressSpace {
             if std::time::Instant::now() > deadline {
                 return false;
             }
-            std::thread::yield_now();
+            crate::sync::yield_now();
         }
     }
 
@@ -405,7 +405,7 @@ impl AddressSpace {
                 fault(addr, access, cause)
             }),
             WaitFor::Unlocked => {
-                std::thread::yield_now();
+                crate::sync::yield_now();
                 Ok(())
             }
         }

@@ -512,7 +512,7 @@ impl FrameAllocator {
             swap.unlock(f);
             self.put(f);
             self.release_swap_entry(slot);
-            std::thread::yield_now();
+            crate::sync::yield_now();
             return Ok(());
         }
         let mut page = vec![0u8; PAGE_SIZE as usize];

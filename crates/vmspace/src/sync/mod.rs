@@ -214,6 +214,15 @@ impl WriterQueue {
     }
 }
 
+/// Lets other threads run (under loom, the model checker's yield, so that
+/// a retry loop lets the thread it waits for make progress).
+pub(crate) fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
+
 /// One step of a wait loop: spin a little, then yield (under loom, always
 /// yield, so that the model checker runs the thread being waited for).
 pub(crate) fn spin_wait(spins: &mut u32) {
