@@ -7,8 +7,11 @@
 //!   cargo test -p vmspace --release --test loom_reclaim
 //! ```
 //!
-//! `store_vs_reclaim_of_a_shared_file_page`: a shared file page, written once, is reclaimed (unmapped through the
-//! reverse map, written back, evicted by freezing its count) while another
+//! (`scripts/test.sh` runs them at three preemptions.)
+//!
+//! `store_vs_reclaim_of_a_shared_file_page`: a shared file page, written
+//! once, is reclaimed (unmapped through the reverse map, written back,
+//! evicted by freezing its count) while another
 //! thread stores to it and zaps it (`MADV_DONTNEED`): the store goes
 //! through the old entry, through an entry a fault installs again (its
 //! page-cache lookup's `try_get` racing the freeze), or after a refill from
