@@ -303,6 +303,9 @@ pub struct HostArgs {
     sleepy_region: u64,
     #[arg(long, value_parser = count_parser("--rounds", MAX_REPEAT))]
     rounds: usize,
+    /// fork_storm: VMAs of the parent.
+    #[arg(long, default_value_t = 0)]
+    vmas: u64,
 }
 
 /// Where a row runs.
@@ -477,6 +480,18 @@ pub struct RatioRow {
 pub fn host_main(args: HostArgs) -> ExitCode {
     #[cfg(target_os = "linux")]
     {
+        if args.workload == Workload::ForkStorm {
+            return match fork::host_storm(args.threads, args.vmas, args.warmup, args.seconds) {
+                Ok(m) => {
+                    println!("{}", m.to_json());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vmspace __bench-host: fork_storm: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         let spec = Spec {
             workload: args.workload,
             threads: args.threads,

@@ -28,8 +28,20 @@ fn fork_workloads_write_rows_per_rmap_lock() {
     let rows = doc["results"].as_array().expect("results");
     let storm: Vec<_> = rows
         .iter()
-        .filter(|r| r["workload"] == "fork_storm")
+        .filter(|r| r["workload"] == "fork_storm" && r["strategy"] != "host")
         .collect();
+    // The host row: real fork + _exit of the same shape in a fresh process.
+    let host: Vec<_> = rows
+        .iter()
+        .filter(|r| r["workload"] == "fork_storm" && r["strategy"] == "host")
+        .collect();
+    assert_eq!(host.len(), 1, "one host row: {host:?}");
+    assert!(
+        host[0]["ops_per_sec"].as_f64().unwrap() > 0.0,
+        "{}",
+        host[0]
+    );
+    assert!(host[0]["rmap_lock"].is_null(), "{}", host[0]);
     let kinds: Vec<_> = storm
         .iter()
         .map(|r| r["rmap_lock"].as_str().unwrap())

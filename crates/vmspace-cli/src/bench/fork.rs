@@ -70,8 +70,14 @@ fn storm_vmas(sizes: &Sizes) -> u64 {
     }
 }
 
-/// The fork_storm rows at `threads` threads, one per kind.
-pub fn storm(sizes: &Sizes, kinds: &[RmapLockKind], threads: usize) -> Result<Vec<Row>> {
+/// The fork_storm rows at `threads` threads, one per kind, and the host's
+/// (`host`) last.
+pub fn storm(
+    sizes: &Sizes,
+    kinds: &[RmapLockKind],
+    threads: usize,
+    host: bool,
+) -> Result<Vec<Row>> {
     let vmas = storm_vmas(sizes);
     let mut rows = Vec::new();
     for &kind in kinds {
@@ -117,7 +123,184 @@ pub fn storm(sizes: &Sizes, kinds: &[RmapLockKind], threads: usize) -> Result<Ve
         drop(space);
         vmspace_tree::sync::collect();
     }
+    if host {
+        rows.push(host_row(sizes, vmas, threads)?);
+    }
     Ok(rows)
+}
+
+/// The host's fork_storm row: real `fork` + `_exit` of the same shape, in a
+/// fresh process per repeat (this binary's hidden `__bench-host`).
+fn host_row(sizes: &Sizes, vmas: u64, threads: usize) -> Result<Row> {
+    let exe = std::env::current_exe().context("finding this binary to run the host child")?;
+    let mut rates = Vec::new();
+    let mut ops_total = 0;
+    for _ in 0..sizes.repeat {
+        let out = std::process::Command::new(&exe)
+            .arg("__bench-host")
+            .args(["--workload", "fork_storm"])
+            .args(["--threads", &threads.to_string()])
+            .args(["--seconds", &sizes.seconds.to_string()])
+            .args(["--warmup", &sizes.warmup.to_string()])
+            .args([
+                "--region",
+                "0",
+                "--mixed-region",
+                "0",
+                "--sleepy-region",
+                "0",
+            ])
+            .args(["--rounds", "1", "--vmas", &vmas.to_string()])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("running the host child")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "the fork_storm host child failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
+                .context("parsing the host child's result")?;
+        let m = super::run::Measurement::from_json(&value)
+            .context("the host child's result is incomplete")?;
+        rates.push(m.ops as f64 / m.secs);
+        ops_total += m.ops;
+    }
+    let ops_per_sec = median(&mut rates);
+    Ok(Row {
+        workload: Workload::ForkStorm,
+        strategy: "host".to_string(),
+        threads,
+        vmas: Some(vmas),
+        ops_per_sec: Some(ops_per_sec),
+        min: rates[0],
+        max: rates[rates.len() - 1],
+        runs: rates.len(),
+        measured_ops: ops_total,
+        lat: None,
+        stats: None,
+        minflt: None,
+        mixed: None,
+        ns_per_op: None,
+        skipped: None,
+        rmap_lock: None,
+        rmap_lock_waits: None,
+        fork_lock_overhead: None,
+        reclaim: None,
+    })
+}
+
+/// The host side of fork_storm, run in the fresh `__bench-host` process:
+/// a parent of `vmas` VMAs of [`VMA_PAGES`] written pages, the odd VMAs
+/// read-only; `threads` threads each `fork`, and the child writes
+/// [`CHILD_WRITES`] pages and `_exit`s while the thread waits for it.
+/// Returns the forks of the measured window.
+#[cfg(target_os = "linux")]
+pub fn host_storm(
+    threads: usize,
+    vmas: u64,
+    warmup: f64,
+    seconds: f64,
+) -> Result<super::run::Measurement> {
+    let vmas = vmas.max(1);
+    let len = (vmas * VMA_PAGES * P) as usize;
+    // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        anyhow::bail!("mmap: {}", std::io::Error::last_os_error());
+    }
+    let base = base as usize;
+    for p in 0..vmas * VMA_PAGES {
+        // SAFETY: inside the mapping just made, writable.
+        unsafe { std::ptr::write_volatile((base + (p * P) as usize) as *mut u64, p) };
+    }
+    for v in (1..vmas).step_by(2) {
+        let at = base + (v * VMA_PAGES * P) as usize;
+        // SAFETY: a range of the mapping made above.
+        let r = unsafe { libc::mprotect(at as *mut _, (VMA_PAGES * P) as usize, libc::PROT_READ) };
+        if r != 0 {
+            anyhow::bail!("mprotect: {}", std::io::Error::last_os_error());
+        }
+    }
+    let stop = AtomicBool::new(false);
+    let measuring = AtomicBool::new(false);
+    let forks = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let start = Barrier::new(threads + 1);
+    let mut secs = 0.0;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (stop, measuring, forks, failed, start) =
+                (&stop, &measuring, &forks, &failed, &start);
+            s.spawn(move || {
+                start.wait();
+                let mut i = t as u64;
+                while !stop.load(Relaxed) {
+                    // SAFETY: the child only stores to the parent's private
+                    // memory (its copy) and calls `_exit`, both
+                    // async-signal-safe, so forking a threaded process is
+                    // sound.
+                    let pid = unsafe { libc::fork() };
+                    if pid == 0 {
+                        for k in 0..CHILD_WRITES {
+                            let v = (2 * (i + k)) % vmas;
+                            let at = base + (v * VMA_PAGES * P) as usize;
+                            // SAFETY: an even VMA of the mapping: writable.
+                            unsafe { std::ptr::write_volatile(at as *mut u64, i) };
+                        }
+                        // SAFETY: ends the child at once, without running
+                        // the parent's destructors or atexit handlers.
+                        unsafe { libc::_exit(0) };
+                    }
+                    if pid < 0 {
+                        failed.store(true, Relaxed);
+                        return;
+                    }
+                    let mut status = 0;
+                    // SAFETY: waits for the child forked just above.
+                    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+                    if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                        failed.store(true, Relaxed);
+                    }
+                    i += 1;
+                    if measuring.load(Relaxed) {
+                        forks.fetch_add(1, Relaxed);
+                    }
+                }
+            });
+        }
+        start.wait();
+        std::thread::sleep(Duration::from_secs_f64(warmup));
+        let t0 = Instant::now();
+        measuring.store(true, Relaxed);
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        measuring.store(false, Relaxed);
+        secs = t0.elapsed().as_secs_f64();
+        stop.store(true, Relaxed);
+    });
+    if failed.load(Relaxed) {
+        anyhow::bail!("a fork or a child failed");
+    }
+    Ok(super::run::Measurement {
+        ops: forks.load(Relaxed),
+        secs,
+        lat: super::run::histogram(),
+        stats: None,
+        minflt: None,
+        mixed: None,
+    })
 }
 
 /// One measured window: (forks, seconds, rmap lock waits in the window).

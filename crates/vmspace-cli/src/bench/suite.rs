@@ -67,7 +67,8 @@ pub fn run(plan: &Plan) -> Result<Results> {
             for threads in counts.into_iter().take(n) {
                 bar.set_message(format!("{} t={threads}", workload.name()));
                 if workload == Workload::ForkStorm {
-                    rows.extend(fork::storm(&plan.sizes, &plan.rmap_locks, threads)?);
+                    let host = plan.targets.contains(&Target::Host);
+                    rows.extend(fork::storm(&plan.sizes, &plan.rmap_locks, threads, host)?);
                 } else {
                     rows.extend(fork::vmas(&plan.sizes)?);
                 }
