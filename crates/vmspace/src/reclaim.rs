@@ -116,6 +116,41 @@ pub struct ReclaimStats {
     pub oom: u64,
 }
 
+/// `ReclaimStats` built field by field from two of them.
+macro_rules! fieldwise {
+    ($a:expr, $b:expr, $f:ident) => {
+        ReclaimStats {
+            scanned: $a.scanned.$f($b.scanned),
+            referenced: $a.referenced.$f($b.referenced),
+            reclaimed_direct: $a.reclaimed_direct.$f($b.reclaimed_direct),
+            reclaimed_background: $a.reclaimed_background.$f($b.reclaimed_background),
+            swap_outs: $a.swap_outs.$f($b.swap_outs),
+            swap_ins: $a.swap_ins.$f($b.swap_ins),
+            swap_out_failures: $a.swap_out_failures.$f($b.swap_out_failures),
+            swap_in_failures: $a.swap_in_failures.$f($b.swap_in_failures),
+            lazyfree_dropped: $a.lazyfree_dropped.$f($b.lazyfree_dropped),
+            file_dropped: $a.file_dropped.$f($b.file_dropped),
+            file_written: $a.file_written.$f($b.file_written),
+            skipped_busy: $a.skipped_busy.$f($b.skipped_busy),
+            skipped_locked: $a.skipped_locked.$f($b.skipped_locked),
+            swap_full: $a.swap_full.$f($b.swap_full),
+            oom: $a.oom.$f($b.oom),
+        }
+    };
+}
+
+impl ReclaimStats {
+    /// What happened between `earlier` and `self` (counters only grow).
+    pub fn since(&self, earlier: &ReclaimStats) -> ReclaimStats {
+        fieldwise!(self, earlier, saturating_sub)
+    }
+
+    /// The counters of two windows together.
+    pub fn plus(&self, other: &ReclaimStats) -> ReclaimStats {
+        fieldwise!(self, other, saturating_add)
+    }
+}
+
 /// One counter (Relaxed: statistics only).
 #[derive(Default)]
 pub(crate) struct Count(AtomicU64);

@@ -177,6 +177,17 @@ enum Owned {
     File(Arc<File>),
 }
 
+/// What [`FrameAllocator::unmap_frame`] did.
+#[derive(Default)]
+pub(crate) struct Unmapped {
+    /// Entries replaced.
+    pub(crate) removed: usize,
+    /// A replaced entry was dirty.
+    pub(crate) dirty: bool,
+    /// An `mlock`ed VMA stopped the walk.
+    pub(crate) mlocked: bool,
+}
+
 /// Why [`FrameAllocator::try_to_unmap`] refused a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnmapError {
@@ -249,12 +260,28 @@ impl FrameAllocator {
     /// met.
     pub(crate) fn unmap_file_page(&self, f: FrameId, keep_mlocked: bool) -> (usize, bool) {
         let owner = self.owner(f);
-        let mut removed = 0;
-        let mut dirty = false;
-        let mut mlocked = false;
+        let done = self.unmap_frame(f, keep_mlocked, || Some(Pte(0)));
+        if done.dirty {
+            self.mark_owner_dirty(owner);
+        }
+        (done.removed, done.mlocked)
+    }
+
+    /// Replaces every entry that maps `f` by what `replacement` gives (an
+    /// empty entry, or a swap entry; `None` leaves that entry as it is),
+    /// page by page through the reverse map, each with its shootdown. With
+    /// `keep_mlocked`, an `mlock`ed VMA stops the walk. The caller holds a
+    /// reference to `f` and no address-space, VMA or PTE lock.
+    pub(crate) fn unmap_frame(
+        &self,
+        f: FrameId,
+        keep_mlocked: bool,
+        mut replacement: impl FnMut() -> Option<Pte>,
+    ) -> Unmapped {
+        let mut done = Unmapped::default();
         self.walk_rmap(f, &mut |space, addr| {
-            if mlocked || (keep_mlocked && space.mlocked_at(addr)) {
-                mlocked = true;
+            if done.mlocked || (keep_mlocked && space.mlocked_at(addr)) {
+                done.mlocked = true;
                 return;
             }
             let batch = space.pt.update(
@@ -267,17 +294,19 @@ impl FrameAllocator {
                     if pte.frame() != f {
                         return pte;
                     }
-                    removed += 1;
-                    Pte(0)
+                    match replacement() {
+                        Some(new) => {
+                            done.removed += 1;
+                            new
+                        }
+                        None => pte,
+                    }
                 },
             );
-            dirty |= batch.dirty_removed;
+            done.dirty |= batch.dirty_removed;
             space.flush(batch);
         });
-        if dirty {
-            self.mark_owner_dirty(owner);
-        }
-        (removed, mlocked)
+        done
     }
 
     /// The file whose page-cache frame `f` is, and the page's index, if the

@@ -342,32 +342,10 @@ impl FrameAllocator {
                 slot
             }
         };
-        let mut mlocked = false;
-        let mut dirty = false;
-        self.walk_rmap(f, &mut |space, addr| {
-            if mlocked {
-                return;
-            }
-            if space.mlocked_at(addr) {
-                mlocked = true;
-                return;
-            }
-            let batch = space.pt.update(
-                addr,
-                addr + PAGE_SIZE,
-                Event::Reclaim,
-                true,
-                self,
-                |_, pte| {
-                    if pte.frame() != f || swap.device.dup(slot).is_err() {
-                        return pte;
-                    }
-                    Pte::swap(slot)
-                },
-            );
-            dirty |= batch.dirty_removed;
-            space.flush(batch);
+        let done = self.unmap_frame(f, true, || {
+            swap.device.dup(slot).is_ok().then(|| Pte::swap(slot))
         });
+        let (mlocked, dirty) = (done.mlocked, done.dirty);
         if dirty {
             swap.set_valid(f, false);
         }

@@ -172,7 +172,7 @@ fn row(
         rates.push(faults as f64 / secs);
         faults_total += faults;
         lat.add(&h).context("merging latency histograms")?;
-        delta = add(delta, d);
+        delta = delta.plus(&d);
     }
     let ops_per_sec = median(&mut rates);
     let reclaimed = delta.reclaimed_direct + delta.reclaimed_background;
@@ -212,48 +212,6 @@ fn row(
     drop(file);
     vmspace_tree::sync::collect();
     Ok(row)
-}
-
-/// The counters of two windows together.
-fn add(a: ReclaimStats, b: ReclaimStats) -> ReclaimStats {
-    ReclaimStats {
-        scanned: a.scanned + b.scanned,
-        referenced: a.referenced + b.referenced,
-        reclaimed_direct: a.reclaimed_direct + b.reclaimed_direct,
-        reclaimed_background: a.reclaimed_background + b.reclaimed_background,
-        swap_outs: a.swap_outs + b.swap_outs,
-        swap_ins: a.swap_ins + b.swap_ins,
-        swap_out_failures: a.swap_out_failures + b.swap_out_failures,
-        swap_in_failures: a.swap_in_failures + b.swap_in_failures,
-        lazyfree_dropped: a.lazyfree_dropped + b.lazyfree_dropped,
-        file_dropped: a.file_dropped + b.file_dropped,
-        file_written: a.file_written + b.file_written,
-        skipped_busy: a.skipped_busy + b.skipped_busy,
-        skipped_locked: a.skipped_locked + b.skipped_locked,
-        swap_full: a.swap_full + b.swap_full,
-        oom: a.oom + b.oom,
-    }
-}
-
-/// `b - a`, counter by counter.
-fn since(a: ReclaimStats, b: ReclaimStats) -> ReclaimStats {
-    ReclaimStats {
-        scanned: b.scanned - a.scanned,
-        referenced: b.referenced - a.referenced,
-        reclaimed_direct: b.reclaimed_direct - a.reclaimed_direct,
-        reclaimed_background: b.reclaimed_background - a.reclaimed_background,
-        swap_outs: b.swap_outs - a.swap_outs,
-        swap_ins: b.swap_ins - a.swap_ins,
-        swap_out_failures: b.swap_out_failures - a.swap_out_failures,
-        swap_in_failures: b.swap_in_failures - a.swap_in_failures,
-        lazyfree_dropped: b.lazyfree_dropped - a.lazyfree_dropped,
-        file_dropped: b.file_dropped - a.file_dropped,
-        file_written: b.file_written - a.file_written,
-        skipped_busy: b.skipped_busy - a.skipped_busy,
-        skipped_locked: b.skipped_locked - a.skipped_locked,
-        swap_full: b.swap_full - a.swap_full,
-        oom: b.oom - a.oom,
-    }
 }
 
 /// One measured window: (faults, seconds, sampled latency, reclaim counters
@@ -322,7 +280,7 @@ fn measure(
         let r1 = frames.reclaim_stats();
         stop.store(true, Relaxed);
         let faults = (f1.lockless + f1.locked) - (f0.lockless + f0.locked);
-        out = Some((faults, secs, since(r0, r1)));
+        out = Some((faults, secs, r1.since(&r0)));
     });
     if let Some(e) = failed.into_inner().unwrap() {
         anyhow::bail!("reclaim: an access failed: {e:?}");
