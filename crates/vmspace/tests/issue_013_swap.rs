@@ -372,19 +372,26 @@ fn out_of_memory_is_prompt_without_swap_or_with_swap_full() {
 }
 
 /// With a background reclaimer, two threads over a working set twice the
-/// limit: the background thread frees frames too, and every value is intact.
+/// limit, round by round (a barrier between rounds, so that neither
+/// thread's half fits in memory on its own while the other waits): every
+/// value is intact, pages come back from swap, and the background thread
+/// frees frames too (it is woken below the low watermark; on a loaded
+/// machine the faulting threads' direct reclaim may do everything while
+/// they run, so it is given a few seconds afterwards to refill).
 #[test]
 fn background_reclaimer_keeps_frames_free() {
     let frames = arena("bg", 256, 2048, true);
     let s = space(&frames, Strategy::PerVma);
     let pages = 512;
     let base = anon(&s, pages);
+    let rounds = std::sync::Barrier::new(2);
     std::thread::scope(|sc| {
         for t in 0..2u64 {
-            let s = s.clone();
+            let (s, rounds) = (s.clone(), &rounds);
             sc.spawn(move || {
                 let mut cpu = s.cpu();
                 for round in 0..3 {
+                    rounds.wait();
                     for p in (t..pages).step_by(2) {
                         let a = base + p * P;
                         if round > 0 {
@@ -396,7 +403,12 @@ fn background_reclaimer_keeps_frames_free() {
             });
         }
     });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while frames.reclaim_stats().reclaimed_background == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let st = frames.reclaim_stats();
+    assert!(st.swap_ins > 0, "{st:?}");
     assert!(st.reclaimed_background > 0, "{st:?}");
     check(&frames, &[&s]);
 }
