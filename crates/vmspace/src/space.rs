@@ -311,7 +311,7 @@ impl AddressSpace {
                 Ok(())
             };
         }
-        let (refs, maps) = (self.frames.refcount(f), self.frames.mapcount(f));
+        let (refs, maps) = self.settled_counts(f);
         if refs == 0 || refs < maps {
             return Err(format!(
                 "frame {f:?} at {a:#x}: {refs} references, {maps} mappings"
@@ -321,6 +321,25 @@ impl AddressSpace {
             return Err(format!("owned frame {f:?} at {a:#x} mapped {maps} times"));
         }
         Ok(())
+    }
+
+    /// `f`'s reference and mapping counts, read again (up to 64 times) while
+    /// they break `0 < maps <= refs`. The two counts are not read at one
+    /// instant, and other address spaces sharing the frame (a fork's parent
+    /// and its other children) map and unmap it while this one is checked:
+    /// a fault there takes its reference and then maps, so one read may see
+    /// the mapping without the reference. A lost reference stays lost, so a
+    /// frame whose counts are wrong on every read is still reported.
+    fn settled_counts(&self, f: FrameId) -> (u32, u32) {
+        let mut counts = (0, 0);
+        for _ in 0..64 {
+            counts = (self.frames.refcount(f), self.frames.mapcount(f));
+            if counts.0 != 0 && counts.0 >= counts.1 {
+                break;
+            }
+            crate::sync::yield_now();
+        }
+        counts
     }
 
     /// The reverse map's invariant for one entry (`rmap.rs`): the frame's
