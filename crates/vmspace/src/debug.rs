@@ -36,6 +36,14 @@ pub enum ProtocolBreak {
     /// Swap-out frees the frame without writing it to its slot: a swap-in
     /// reads whatever the slot held before.
     SwapSkipWrite = 5,
+    /// Reverse-map walks tell MMU notifiers that they may sleep under the
+    /// spinning `rwlock` rmap lock too: a notifier that sleeps there is the
+    /// bug seed 003 is about, and debug builds panic naming the path
+    /// (`sync::rmap_lock::assert_may_sleep`).
+    SleepUnderRwlock = 6,
+    /// `mprotect` changes entries without telling the MMU notifiers: a
+    /// secondary MMU keeps a write translation the CPU page table lost.
+    SkipNotifier = 7,
 }
 
 impl std::str::FromStr for ProtocolBreak {
@@ -48,9 +56,12 @@ impl std::str::FromStr for ProtocolBreak {
             "fork-without-vma-lock" => Ok(ProtocolBreak::ForkWithoutVmaLock),
             "evict-dirty" => Ok(ProtocolBreak::EvictDirty),
             "swap-skip-write" => Ok(ProtocolBreak::SwapSkipWrite),
+            "sleep-under-rwlock" => Ok(ProtocolBreak::SleepUnderRwlock),
+            "skip-notifier" => Ok(ProtocolBreak::SkipNotifier),
             _ => Err(format!(
                 "unknown protocol break `{s}` (expected skip-revalidation, early-free, \
-                 fork-without-vma-lock, evict-dirty or swap-skip-write)"
+                 fork-without-vma-lock, evict-dirty, swap-skip-write, sleep-under-rwlock \
+                 or skip-notifier)"
             )),
         }
     }

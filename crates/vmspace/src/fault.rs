@@ -49,7 +49,8 @@ use crate::config::Strategy;
 use crate::error::{Access, Fault, FaultCause};
 use crate::frame::{FrameId, Owner, PAGE_SIZE};
 use crate::object::{AnonObject, File, FillError};
-use crate::pagetable::{NotInstalled, Pte, PteTable};
+use crate::notifier::{Busy, NotifierRange};
+use crate::pagetable::{Event, NotInstalled, Pte, PteTable};
 use crate::space::AddressSpace;
 use crate::stats::{Counter, FaultCounters};
 use crate::swap::SwapSlot;
@@ -787,17 +788,34 @@ impl AddressSpace {
         if access == Access::Write && new.has(Pte::WRITE) {
             new.0 |= Pte::DIRTY;
         }
+        // Replacing a present entry's frame (a copy-on-write break, of the
+        // zero frame too) is announced to the MMU notifiers first.
+        let invalidation = (expected.present() && expected.frame() != new.frame()).then(|| {
+            let range = NotifierRange::new(page, page + PAGE_SIZE, Event::CowBreak, true);
+            match self.invalidate_start(range) {
+                Ok(inv) => inv,
+                Err(Busy) => unreachable!("a blockable invalidation waits"),
+            }
+        });
         match table.install(page, expected, new, self.frames(), || {
             validate.still_valid()
         }) {
-            Ok(batch) => {
+            Ok(mut batch) => {
+                batch.invalidations.extend(invalidation);
                 self.flush(batch);
                 Step::Done
             }
-            // Another fault changed the entry first: the access retries and
-            // finds it.
-            Err(NotInstalled::Raced) => Step::Done,
-            Err(NotInstalled::Stale) => Step::Stale,
+            Err(e) => {
+                if let Some(inv) = invalidation {
+                    self.invalidate_end(inv);
+                }
+                match e {
+                    // Another fault changed the entry first: the access
+                    // retries and finds it.
+                    NotInstalled::Raced => Step::Done,
+                    NotInstalled::Stale => Step::Stale,
+                }
+            }
         }
     }
 }

@@ -39,6 +39,7 @@
 //! VMAs' objects when they are recorded.
 
 use crate::debug::{broken, ProtocolBreak};
+use crate::notifier::{Busy, NotifierRange};
 use crate::pagetable::{Event, FlushBatch, ADDR_LIMIT};
 use crate::space::AddressSpace;
 use std::sync::Arc;
@@ -78,6 +79,13 @@ impl AddressSpace {
         let mut batch = FlushBatch::new(Event::Fork, true);
         let copied = |v: &&Arc<crate::vma::Vma>| !v.shared && !v.dontfork && !v.wipeonfork;
         for v in vmas.iter().filter(copied) {
+            // The parent's writable entries become read-only: its
+            // subscribers hear of it first (write-only, blockable).
+            let range = NotifierRange::new(v.start, v.end, Event::Fork, true);
+            match self.invalidate_start(range) {
+                Ok(inv) => batch.invalidations.push(inv),
+                Err(Busy) => unreachable!("a blockable invalidation waits"),
+            }
             self.pt
                 .copy_for_fork(&child.pt, v.start, v.end, &self.frames, &mut batch);
         }

@@ -28,6 +28,7 @@
 
 use crate::error::{Access, Errno, FaultCause};
 use crate::frame::{Owner, PAGE_SIZE};
+use crate::notifier::{Busy, NotifierRange};
 use crate::pagetable::Event;
 use crate::space::AddressSpace;
 use crate::stats::FaultCounters;
@@ -273,13 +274,21 @@ impl Writer<'_> {
             return Err(Errno::EINVAL);
         }
         let frames = &self.space.frames;
-        let batch = self.space.pt.clean_range(start, end, |f| {
+        // A secondary MMU must lose write access too, so that its next write
+        // dirties the entry again (write-only, blockable).
+        let range = NotifierRange::new(start, end, Event::Clean, true);
+        let inv = match self.space.invalidate_start(range) {
+            Ok(inv) => inv,
+            Err(Busy) => unreachable!("a blockable invalidation waits"),
+        };
+        let mut batch = self.space.pt.clean_range(start, end, |f| {
             let lazy = frames.mapcount(f) == 1 && matches!(frames.owner(f), Owner::Anon { .. });
             if lazy {
                 frames.mark_lazyfree(f);
             }
             lazy
         });
+        batch.invalidations.push(inv);
         self.space.flush(batch);
         Ok(())
     }
@@ -287,19 +296,30 @@ impl Writer<'_> {
 
 /// What one fault needs of a `Cpu` (its counters, VMA cache and sequence
 /// hint), for calls that fault pages in without touching them.
-struct Faulter {
+pub(crate) struct Faulter {
     stats: FaultCounters,
     cache: RefCell<VmaCache>,
     hint: SeqHint,
 }
 
 impl Faulter {
-    fn new() -> Faulter {
+    pub(crate) fn new() -> Faulter {
         Faulter {
             stats: FaultCounters::default(),
             cache: RefCell::new(VmaCache::new(false)),
             hint: SeqHint::default(),
         }
+    }
+
+    /// Resolves a fault for `access` at `addr`, as a `Cpu`'s access would,
+    /// and reports the access's fault if it cannot be resolved.
+    pub(crate) fn fault_for(
+        &self,
+        space: &AddressSpace,
+        addr: u64,
+        access: Access,
+    ) -> Result<(), crate::error::Fault> {
+        space.handle_fault(&self.stats, &self.cache, &self.hint, addr, access)
     }
 
     /// Resolves a fault for `access` at `addr` (a no-op where the entry

@@ -171,9 +171,10 @@ impl Pte {
     }
 }
 
-/// Why translations change: what a [`FlushBatch`] tells the hooks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Event {
+/// Why translations change: what a flush batch and an MMU notifier's
+/// [`NotifierRange`](crate::NotifierRange) tell the hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
     /// The range is unmapped (`munmap`, or replaced by `mmap(MAP_FIXED)`).
     Unmap,
     /// Permissions are taken away (`mprotect`).
@@ -211,6 +212,9 @@ pub(crate) struct FlushBatch {
     pub(crate) tables: Vec<DeadTable>,
     /// Whether a removed entry was dirty.
     pub(crate) dirty_removed: bool,
+    /// The MMU-notifier invalidations announcing this change, ended by the
+    /// flush after the shootdown (`notifier.rs`).
+    pub(crate) invalidations: Vec<crate::notifier::Invalidation>,
 }
 
 /// A last-level table that was unlinked and awaits freeing.
@@ -246,6 +250,7 @@ impl FlushBatch {
             slots: Vec::new(),
             tables: Vec::new(),
             dirty_removed: false,
+            invalidations: Vec::new(),
         }
     }
 
@@ -464,19 +469,20 @@ impl PageTable {
     }
 
     /// Clears the accessed bit of the entry for `addr` if it maps `f`;
-    /// returns whether it was set. The caller keeps the table alive (the
-    /// reverse map's lock, `rmap.rs`).
-    pub(crate) fn test_and_clear_accessed(&self, addr: u64, f: FrameId) -> bool {
-        let Some(t) = self.table(addr) else {
-            return false;
-        };
+    /// returns whether it was set, or `None` if the entry does not map `f`.
+    /// The caller keeps the table alive (the reverse map's lock, `rmap.rs`).
+    pub(crate) fn test_and_clear_accessed(&self, addr: u64, f: FrameId) -> Option<bool> {
+        let t = self.table(addr)?;
         let mut g = t.lock();
         let pte = g.get(addr);
-        if !pte.present() || pte.frame() != f || !pte.has(Pte::ACCESSED) {
-            return false;
+        if !pte.present() || pte.frame() != f {
+            return None;
+        }
+        if !pte.has(Pte::ACCESSED) {
+            return Some(false);
         }
         g.set(addr, Pte(pte.0 & !Pte::ACCESSED));
-        true
+        Some(true)
     }
 
     /// The last-level table covering `addr`, if it exists. The caller keeps

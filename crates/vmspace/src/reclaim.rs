@@ -110,6 +110,9 @@ pub struct ReclaimStats {
     pub skipped_busy: u64,
     /// Pages kept because an `mlock`ed VMA maps them.
     pub skipped_locked: u64,
+    /// Reverse-map visits a secondary MMU refused: its non-blockable
+    /// invalidation answered busy (`MmuNotifier`), so the page stayed.
+    pub notifier_busy: u64,
     /// Swap-outs refused for want of a free slot.
     pub swap_full: u64,
     /// Faults that failed for want of memory after reclaim.
@@ -133,6 +136,7 @@ macro_rules! fieldwise {
             file_written: $a.file_written.$f($b.file_written),
             skipped_busy: $a.skipped_busy.$f($b.skipped_busy),
             skipped_locked: $a.skipped_locked.$f($b.skipped_locked),
+            notifier_busy: $a.notifier_busy.$f($b.notifier_busy),
             swap_full: $a.swap_full.$f($b.swap_full),
             oom: $a.oom.$f($b.oom),
         }
@@ -185,6 +189,7 @@ pub(crate) struct ReclaimCounters {
     file_written: Count,
     skipped_busy: Count,
     skipped_locked: Count,
+    pub(crate) notifier_busy: Count,
     swap_full: Count,
     pub(crate) oom: Count,
 }
@@ -297,6 +302,7 @@ impl FrameAllocator {
             file_written: c.file_written.get(),
             skipped_busy: c.skipped_busy.get(),
             skipped_locked: c.skipped_locked.get(),
+            notifier_busy: c.notifier_busy.get(),
             swap_full: c.swap_full.get(),
             oom: c.oom.get(),
         }

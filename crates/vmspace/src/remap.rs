@@ -25,7 +25,8 @@
 use crate::config::RemapFlags;
 use crate::error::Errno;
 use crate::frame::PAGE_SIZE;
-use crate::pagetable::TASK_SIZE;
+use crate::notifier::{Busy, NotifierRange};
+use crate::pagetable::{Event, TASK_SIZE};
 use crate::vma::Vma;
 use crate::writer::Writer;
 use std::sync::Arc;
@@ -229,8 +230,14 @@ fn move_range(
 /// (a write-back's cleaning would leave it writable, and a later write
 /// would dirty the page unseen).
 fn move_ptes(w: &Writer<'_>, src: &Vma, start: u64, end: u64, dest: u64) {
+    let range = NotifierRange::new(start, end, Event::Move, true);
+    let inv = match w.space.invalidate_start(range) {
+        Ok(inv) => inv,
+        Err(Busy) => unreachable!("a blockable invalidation waits"),
+    };
     let _no_walks = src.file().map(|f| f.mappings().hold_off_walks());
-    let batch = w.space.page_table().move_entries(start, end, dest);
+    let mut batch = w.space.page_table().move_entries(start, end, dest);
+    batch.invalidations.push(inv);
     w.space.flush(batch);
 }
 

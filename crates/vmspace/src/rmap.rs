@@ -66,6 +66,7 @@
 
 use crate::frame::{FrameAllocator, FrameId, Owner, PAGE_SIZE};
 use crate::object::{AnonObject, File};
+use crate::notifier::NotifierRange;
 use crate::pagetable::{Event, Pte};
 use crate::space::AddressSpace;
 use crossbeam_utils::CachePadded;
@@ -186,6 +187,9 @@ pub(crate) struct Unmapped {
     pub(crate) dirty: bool,
     /// An `mlock`ed VMA stopped the walk.
     pub(crate) mlocked: bool,
+    /// A secondary MMU answered busy to a non-blockable invalidation: its
+    /// entry stays (`notifier.rs`).
+    pub(crate) busy: bool,
 }
 
 /// Why [`FrameAllocator::try_to_unmap`] refused a frame.
@@ -279,34 +283,44 @@ impl FrameAllocator {
         mut replacement: impl FnMut() -> Option<Pte>,
     ) -> Unmapped {
         let mut done = Unmapped::default();
+        let blockable = self.walks_may_sleep();
         self.walk_rmap(f, &mut |space, addr| {
             if done.mlocked || (keep_mlocked && space.mlocked_at(addr)) {
                 done.mlocked = true;
                 return;
             }
-            let batch = space.pt.update(
-                addr,
-                addr + PAGE_SIZE,
-                Event::Reclaim,
-                true,
-                self,
-                |_, pte| {
-                    if pte.frame() != f {
-                        return pte;
+            let range = NotifierRange::new(addr, addr + PAGE_SIZE, Event::Reclaim, blockable);
+            let Ok(batch) = space.update_range(range, |_, pte| {
+                if pte.frame() != f {
+                    return pte;
+                }
+                match replacement() {
+                    Some(new) => {
+                        done.removed += 1;
+                        new
                     }
-                    match replacement() {
-                        Some(new) => {
-                            done.removed += 1;
-                            new
-                        }
-                        None => pte,
-                    }
-                },
-            );
+                    None => pte,
+                }
+            }) else {
+                done.busy = true;
+                return;
+            };
             done.dirty |= batch.dirty_removed;
             space.flush(batch);
         });
+        if done.busy {
+            self.reclaim_counters().notifier_busy.bump();
+        }
         done
+    }
+
+    /// Whether MMU-notifier callbacks of a reverse-map walk may sleep: they
+    /// run under the rmap lock, which must then be a sleeping one
+    /// (`notifier.rs`, "Blockable calls"). The debug break
+    /// `sleep-under-rwlock` claims they may under the spinning one too.
+    pub(crate) fn walks_may_sleep(&self) -> bool {
+        self.rmap_lock_kind() != crate::RmapLockKind::Rwlock
+            || crate::debug::broken(crate::debug::ProtocolBreak::SleepUnderRwlock)
     }
 
     /// The file whose page-cache frame `f` is, and the page's index, if the
@@ -327,8 +341,12 @@ impl FrameAllocator {
         }
         let mut referenced = 0;
         self.walk_rmap(f, &mut |space, addr| {
-            if space.pt.test_and_clear_accessed(addr, f) {
-                referenced += 1;
+            // A secondary MMU's use counts as the entry's (`clear_young`),
+            // where the entry maps this frame.
+            if let Some(accessed) = space.pt.test_and_clear_accessed(addr, f) {
+                if space.notifier_clear_young(addr, addr + PAGE_SIZE) | accessed {
+                    referenced += 1;
+                }
             }
         });
         referenced
@@ -352,25 +370,29 @@ impl File {
     /// Only entries that map the cached frame change: a private mapping's
     /// entry at that address may map its own anonymous copy, which is not
     /// this page and must keep its dirty bit.
-    pub(crate) fn write_protect_page(&self, pgoff: u64) {
+    ///
+    /// Returns `false` if a secondary MMU answered busy to the (then
+    /// non-blockable) invalidation of an entry, which keeps its write
+    /// access: the caller must keep the page dirty.
+    pub(crate) fn write_protect_page(&self, pgoff: u64) -> bool {
         let Some(cached) = self.cached(pgoff) else {
-            return;
+            return true;
         };
+        let mut protected = true;
+        let blockable = self.frames().walks_may_sleep();
         self.mappings().for_each_at(pgoff, &mut |space, addr| {
-            let batch = space.pt.update(
-                addr,
-                addr + PAGE_SIZE,
-                Event::Clean,
-                true,
-                space.frames(),
-                |_, pte| {
-                    if pte.frame() != cached {
-                        return pte;
-                    }
-                    Pte(pte.0 & !(Pte::WRITE | Pte::DIRTY))
-                },
-            );
+            let range = NotifierRange::new(addr, addr + PAGE_SIZE, Event::Clean, blockable);
+            let Ok(batch) = space.update_range(range, |_, pte| {
+                if pte.frame() != cached {
+                    return pte;
+                }
+                Pte(pte.0 & !(Pte::WRITE | Pte::DIRTY))
+            }) else {
+                protected = false;
+                return;
+            };
             space.flush(batch);
         });
+        protected
     }
 }

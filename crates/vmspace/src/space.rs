@@ -92,6 +92,8 @@ pub struct AddressSpace {
     pub(crate) mm_seq: CachePadded<AtomicU64>,
     pub(crate) pt: PageTable,
     pub(crate) cpus: CpuRegistry,
+    /// MMU-notifier subscriptions (`notifier.rs`).
+    pub(crate) notifiers: crate::notifier::Notifiers,
 }
 fn page_aligned(x: u64) -> bool {
     x.is_multiple_of(PAGE_SIZE)
@@ -120,6 +122,7 @@ impl AddressSpace {
             mm_seq: CachePadded::new(AtomicU64::new(1)),
             pt: PageTable::new(),
             cpus: CpuRegistry::default(),
+            notifiers: Default::default(),
         }))
     }
 
@@ -669,6 +672,9 @@ fn check_range(addr: u64, len: u64, bad: Errno) -> Result<u64, Errno> {
 }
 impl Drop for AddressSpace {
     fn drop(&mut self) {
+        // Subscribers hear first and call nothing afterwards (Linux's
+        // `exit_mmap`).
+        self.release_notifiers();
         // Drop every frame reference held by the page table. No `Cpu` exists
         // (each holds an `Arc` of the space), so the flush waits for none.
         let batch = self

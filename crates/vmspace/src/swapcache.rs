@@ -67,6 +67,7 @@
 //! (`crate::sync`).
 
 use crate::frame::{FrameAllocator, FrameId, Owner, PAGE_SIZE};
+use crate::notifier::NotifierRange;
 use crate::pagetable::{Event, FlushBatch, Pte};
 use crate::swap::{SwapDevice, SwapSlot};
 use crate::sync::{AtomicU64, Mutex, Ordering};
@@ -392,12 +393,20 @@ impl FrameAllocator {
     /// freed; consumes the caller's reference.
     pub(crate) fn drop_lazyfree(&self, f: FrameId) -> bool {
         let mut kept = false;
+        let blockable = self.walks_may_sleep();
         self.walk_rmap(f, &mut |space, addr| {
             if space.mlocked_at(addr) {
                 kept = true;
                 return;
             }
+            let range = NotifierRange::new(addr, addr + PAGE_SIZE, Event::Reclaim, blockable);
+            let Ok(inv) = space.invalidate_start(range) else {
+                self.reclaim_counters().notifier_busy.bump();
+                kept = true;
+                return;
+            };
             let mut batch = FlushBatch::new(Event::Reclaim, true);
+            batch.invalidations.push(inv);
             if space.pt.clear_if_clean(addr, f, self, &mut batch) == Some(false) {
                 kept = true;
             }

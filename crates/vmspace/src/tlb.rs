@@ -131,18 +131,31 @@ impl CpuRegistry {
 }
 
 impl AddressSpace {
-    /// Makes a page-table update take effect: the shootdown, then the
-    /// release of the batch's frames and tables (module documentation).
-    pub(crate) fn flush(&self, batch: FlushBatch) {
-        flush(self.cpus(), self.frames(), batch);
+    /// Makes a page-table update take effect: the shootdown, the end of its
+    /// MMU-notifier invalidations (`notifier.rs`), then the release of the
+    /// batch's frames and tables (module documentation).
+    pub(crate) fn flush(&self, mut batch: FlushBatch) {
+        let invalidations = std::mem::take(&mut batch.invalidations);
+        flush(self.cpus(), self.frames(), batch, || {
+            for inv in invalidations {
+                self.invalidate_end(inv);
+            }
+        });
     }
 }
 
-/// See [`AddressSpace::flush`].
-fn flush(cpus: &CpuRegistry, frames: &FrameAllocator, mut batch: FlushBatch) {
+/// See [`AddressSpace::flush`]; `end_invalidations` runs after the shootdown
+/// (or when none is needed), before any frame is released.
+fn flush(
+    cpus: &CpuRegistry,
+    frames: &FrameAllocator,
+    mut batch: FlushBatch,
+    end_invalidations: impl FnOnce(),
+) {
     if batch.event == Event::CowBreak {
         batch.frames.retain(|&f| !frames.put_unless_last(f));
         if batch.frames.is_empty() {
+            end_invalidations();
             return;
         }
     }
@@ -151,6 +164,7 @@ fn flush(cpus: &CpuRegistry, frames: &FrameAllocator, mut batch: FlushBatch) {
         frames.release_swap_entry(slot);
     }
     if batch.is_empty() {
+        end_invalidations();
         return;
     }
     // Callers that may not block (faults) never unlink tables.
@@ -161,6 +175,7 @@ fn flush(cpus: &CpuRegistry, frames: &FrameAllocator, mut batch: FlushBatch) {
         }
     }
     cpus.shootdown();
+    end_invalidations();
     for f in batch.frames {
         frames.put(f);
     }

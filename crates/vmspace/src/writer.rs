@@ -25,6 +25,7 @@ use crate::error::Errno;
 use crate::frame::PAGE_SIZE;
 use crate::object::File;
 use crate::pagetable::{Event, FlushBatch, Pte, ADDR_LIMIT, TABLE_SPAN, TASK_SIZE};
+use crate::notifier::NotifierRange;
 use crate::space::{AddressSpace, MapSource};
 use crate::sync::{Ordering, RwLockWriteGuard};
 use crate::vma::{Backing, Prot, Vma};
@@ -210,9 +211,10 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// The one entry to the page-table range update for writers: the hooks
-    /// that run before the first PTE lock is taken (MMU notifiers, later)
-    /// go here; the caller flushes the batch (`AddressSpace::flush`).
+    /// The one entry to the page-table range update for writers: the MMU
+    /// notifiers hear of `[start, end)` first (`notifier.rs`); the caller
+    /// flushes the batch (`AddressSpace::flush`), which ends their
+    /// invalidation.
     pub(crate) fn update_range(
         &self,
         start: u64,
@@ -220,10 +222,20 @@ impl Writer<'_> {
         event: Event,
         change: impl FnMut(u64, Pte) -> Pte,
     ) -> FlushBatch {
-        let space = self.space;
-        space
-            .pt
-            .update(start, end, event, true, &space.frames, change)
+        self.update_notified(NotifierRange::new(start, end, event, true), change)
+    }
+
+    /// [`Writer::update_range`] with the notifiers' range given (for a
+    /// write-only downgrade).
+    fn update_notified(
+        &self,
+        range: NotifierRange,
+        change: impl FnMut(u64, Pte) -> Pte,
+    ) -> FlushBatch {
+        match self.space.update_range(range, change) {
+            Ok(batch) => batch,
+            Err(crate::notifier::Busy) => unreachable!("a blockable invalidation waits"),
+        }
     }
 
     /// Clears the page-table entries of `[start, end)` and returns the batch
@@ -347,7 +359,9 @@ impl Writer<'_> {
     /// (an owned private anonymous frame, or a shared mapping made writable
     /// by a fault); elsewhere the next write faults and copies or marks.
     fn change_pte_perms(&self, start: u64, end: u64, prot: Prot, base_bits: u64) {
-        let batch = self.update_range(start, end, Event::Protect, |_, pte| {
+        let mut range = NotifierRange::new(start, end, Event::Protect, true);
+        range.write_only = prot.read;
+        let batch = self.update_notified(range, |_, pte| {
             let mut bits = base_bits;
             if prot.write && pte.has(Pte::WRITE) {
                 bits |= Pte::WRITE;

@@ -246,6 +246,11 @@ impl File {
         File::build(pages, store, frames, false)
     }
 
+    /// The arena its page cache draws frames from.
+    pub(crate) fn frames(&self) -> &Arc<FrameAllocator> {
+        &self.frames
+    }
+
     /// The object behind a shared anonymous mapping of `pages` pages: a file
     /// whose store keeps nothing, and whose pages are dropped as soon as no
     /// mapping covers them (see "Mappings").
@@ -507,8 +512,10 @@ impl File {
                 continue;
             }
             // Clean, then copy (see "Dirty tracking"): a write after the
-            // write-protect faults and marks the page again.
-            self.write_protect_page(p);
+            // write-protect faults and marks the page again. A secondary
+            // MMU that could not be write-protected (busy, `notifier.rs`)
+            // may still write: the copy goes out, and the page stays dirty.
+            let protected = self.write_protect_page(p);
             self.frames.read_frame(f, &mut buf);
             // A failed write marks the page dirty again before the
             // reference goes, so that reclaim never finds it clean.
@@ -516,6 +523,8 @@ impl File {
                 failed += 1;
                 self.dirty[p as usize].store(true, Ordering::Release);
                 self.error.lock().get_or_insert(e);
+            } else if !protected {
+                self.dirty[p as usize].store(true, Ordering::Release);
             }
             self.frames.put(f);
         }

@@ -165,6 +165,45 @@ impl<T> RwLock<T> {
         #[cfg(loom)]
         return self.0.write().expect("not poisoned");
     }
+
+    /// The write lock if it is free now.
+    pub(crate) fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
+        #[cfg(not(loom))]
+        return self.0.try_write();
+        #[cfg(loom)]
+        return self.0.try_write().ok();
+    }
+}
+
+/// A condition variable for [`Mutex`] (parking_lot's, loom's under loom).
+pub(crate) struct Condvar(
+    #[cfg(not(loom))] parking_lot::Condvar,
+    #[cfg(loom)] loom::sync::Condvar,
+);
+
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        #[cfg(not(loom))]
+        return Condvar(parking_lot::Condvar::new());
+        #[cfg(loom)]
+        return Condvar(loom::sync::Condvar::new());
+    }
+
+    /// Releases `guard`'s lock until notified, then takes it again.
+    pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        #[cfg(not(loom))]
+        {
+            let mut guard = guard;
+            self.0.wait(&mut guard);
+            guard
+        }
+        #[cfg(loom)]
+        return self.0.wait(guard).expect("not poisoned");
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
+    }
 }
 
 /// Releases a write lock handing it to the threads queued for it, in order
