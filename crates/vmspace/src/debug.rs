@@ -41,8 +41,8 @@ pub enum ProtocolBreak {
     /// bug seed 003 is about, and debug builds panic naming the path
     /// (`sync::rmap_lock::assert_may_sleep`).
     SleepUnderRwlock = 6,
-    /// `mprotect` changes entries without telling the MMU notifiers: a
-    /// secondary MMU keeps a write translation the CPU page table lost.
+    /// `munmap` removes entries without telling the MMU notifiers: a
+    /// secondary MMU keeps translations to frames that are freed.
     SkipNotifier = 7,
 }
 

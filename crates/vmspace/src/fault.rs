@@ -48,8 +48,8 @@
 use crate::config::Strategy;
 use crate::error::{Access, Fault, FaultCause};
 use crate::frame::{FrameId, Owner, PAGE_SIZE};
-use crate::object::{AnonObject, File, FillError};
 use crate::notifier::{Busy, NotifierRange};
+use crate::object::{AnonObject, File, FillError};
 use crate::pagetable::{Event, NotInstalled, Pte, PteTable};
 use crate::space::AddressSpace;
 use crate::stats::{Counter, FaultCounters};

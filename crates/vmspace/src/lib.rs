@@ -59,9 +59,9 @@ pub use frame::{ArenaError, FrameAllocator, FrameId, Owner, PAGE_SIZE, POISON};
 #[doc(hidden)]
 pub use inspect::PteInfo;
 pub use madvise::Advice;
-pub use object::{AnonObject, BackingStore, DiskStore, File, FillError, MemoryStore, ZeroStore};
 pub use mirror::{Device, Mirror, MirrorConfig, MirrorStats};
 pub use notifier::{Busy, MmuNotifier, NotifierRange, ResolvedPage, Subscription};
+pub use object::{AnonObject, BackingStore, DiskStore, File, FillError, MemoryStore, ZeroStore};
 pub use pagetable::{Event, ADDR_LIMIT, TASK_SIZE};
 pub use reclaim::{ReclaimConfig, ReclaimStats};
 pub use rmap::UnmapError;

@@ -65,8 +65,8 @@
 //! table's shard locks are leaves.
 
 use crate::frame::{FrameAllocator, FrameId, Owner, PAGE_SIZE};
-use crate::object::{AnonObject, File};
 use crate::notifier::NotifierRange;
+use crate::object::{AnonObject, File};
 use crate::pagetable::{Event, Pte};
 use crate::space::AddressSpace;
 use crossbeam_utils::CachePadded;

@@ -23,9 +23,9 @@
 use crate::config::MapFlags;
 use crate::error::Errno;
 use crate::frame::PAGE_SIZE;
+use crate::notifier::NotifierRange;
 use crate::object::File;
 use crate::pagetable::{Event, FlushBatch, Pte, ADDR_LIMIT, TABLE_SPAN, TASK_SIZE};
-use crate::notifier::NotifierRange;
 use crate::space::{AddressSpace, MapSource};
 use crate::sync::{Ordering, RwLockWriteGuard};
 use crate::vma::{Backing, Prot, Vma};

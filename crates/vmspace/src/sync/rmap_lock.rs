@@ -601,7 +601,7 @@ fn spin_depth_add(kind: RmapLockKind, delta: i32) {
 /// walk (MMU-notifier callbacks).
 #[inline]
 #[allow(dead_code)]
-pub(crate) fn assert_may_sleep(what: &str) {
+pub(crate) fn assert_may_sleep(what: impl std::fmt::Display) {
     #[cfg(all(debug_assertions, not(loom)))]
     SPIN_DEPTH.with(|d| {
         assert!(
