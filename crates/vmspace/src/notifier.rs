@@ -66,14 +66,20 @@
 //! invalidation is about to change and free, so `subscribe` waits for every
 //! invalidation that may have missed it.
 //!
-//! * Each invalidation is counted in flight before it reads the subscriber
-//!   count. The count goes into the current one of two phases, in per-thread
-//!   shards, like SRCU's counters.
-//! * `subscribe` publishes the new subscription, then flips the phase twice,
-//!   each time waiting for the old phase's count to drain.
-//! * All these operations are SeqCst. Either an invalidation's read of the
-//!   subscriber count sees the new subscriber (and calls it), or its in-flight
-//!   increment comes before the subscriber's drain, which then waits for it.
+//! * Each invalidation is counted in flight, in the current one of two
+//!   phases, in per-thread shards (like SRCU's counters). The count word's
+//!   top bit, `SUBSCRIBED`, says whether anyone is subscribed, so the
+//!   increment also reads it, and an invalidation that sees it clear calls
+//!   no one.
+//! * `subscribe` publishes the new subscription, sets `SUBSCRIBED` in every
+//!   count word, then flips the phase twice, each time waiting for the old
+//!   phase's count to drain.
+//! * The increment and the setting are read-modify-writes of one word, so
+//!   they are ordered. If the increment comes later, it sees the bit and
+//!   calls the new subscriber. If it comes first, the subscriber's setting
+//!   reads the count, and its drain waits for it. This needs no SeqCst total
+//!   order, which loom does not model: a load of a separate subscriber count
+//!   would have needed one.
 //! * Invalidations that start after a flip are counted in the other phase,
 //!   so a subscriber is not starved.
 //!
@@ -259,6 +265,9 @@ impl Subscription {
     }
 }
 
+/// The top bit of an in-flight count word: someone is subscribed.
+const SUBSCRIBED: u64 = 1 << 63;
+
 /// Shards of the in-flight counts (by thread).
 #[cfg(not(loom))]
 const SHARDS: usize = 16;
@@ -269,13 +278,14 @@ const SHARDS: usize = 1;
 pub(crate) struct Notifiers {
     /// The subscriptions, copied out by invalidations.
     list: Mutex<Arc<[Arc<Subscription>]>>,
-    /// `list.len()`, read without the lock.
+    /// `list.len()`, read without the lock (for the counters and the
+    /// aging's quick answer; invalidations look at `SUBSCRIBED`).
     count: AtomicUsize,
     /// Serializes subscribe and unsubscribe.
     subscribing: Mutex<()>,
     /// Which of the two in-flight counts new invalidations use.
     phase: AtomicUsize,
-    /// Invalidations in flight, per shard and phase.
+    /// Invalidations in flight, per shard and phase, with `SUBSCRIBED`.
     in_flight: Box<[CachePadded<[AtomicU64; 2]>]>,
 }
 
@@ -298,13 +308,40 @@ impl Notifiers {
         self.list.lock().clone()
     }
 
+    /// Sets (or clears) `SUBSCRIBED` in every count word.
+    fn mark_subscribed(&self, on: bool) {
+        for shard in self.in_flight.iter() {
+            for word in shard.iter() {
+                if on {
+                    word.fetch_or(SUBSCRIBED, Ordering::SeqCst);
+                } else {
+                    word.fetch_and(!SUBSCRIBED, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Replaces the list (under `subscribing`), keeping `count` and
+    /// `SUBSCRIBED` in step with it; returns the old list.
+    fn replace(&self, subs: Vec<Arc<Subscription>>) -> Arc<[Arc<Subscription>]> {
+        let now = subs.len();
+        let old = std::mem::replace(&mut *self.list.lock(), Arc::from(subs));
+        self.count.store(now, Ordering::SeqCst);
+        if now == 0 && !old.is_empty() {
+            self.mark_subscribed(false);
+        } else if now > 0 {
+            self.mark_subscribed(true);
+        }
+        old
+    }
+
     /// Waits until every invalidation counted in `phase` has ended.
     fn drain(&self, phase: usize) {
         let mut spins = 0u32;
         while self
             .in_flight
             .iter()
-            .map(|s| s[phase].load(Ordering::SeqCst))
+            .map(|s| s[phase].load(Ordering::SeqCst) & !SUBSCRIBED)
             .sum::<u64>()
             != 0
         {
@@ -387,13 +424,9 @@ impl AddressSpace {
         });
         let n = &self.notifiers;
         let _one_at_a_time = n.subscribing.lock();
-        {
-            let mut list = n.list.lock();
-            let mut subs = list.to_vec();
-            subs.push(sub.clone());
-            *list = Arc::from(subs);
-            n.count.store(list.len(), Ordering::SeqCst);
-        }
+        let mut subs = n.snapshot().to_vec();
+        subs.push(sub.clone());
+        n.replace(subs);
         n.wait_for_invalidations();
         sub
     }
@@ -405,19 +438,16 @@ impl AddressSpace {
     pub fn unsubscribe(&self, sub: &Subscription) {
         let n = &self.notifiers;
         let _one_at_a_time = n.subscribing.lock();
-        {
-            let mut list = n.list.lock();
-            if !list.iter().any(|s| std::ptr::eq(&**s, sub)) {
-                return;
-            }
-            let subs: Vec<_> = list
-                .iter()
-                .filter(|s| !std::ptr::eq(&***s, sub))
-                .cloned()
-                .collect();
-            *list = Arc::from(subs);
-            n.count.store(list.len(), Ordering::SeqCst);
+        let list = n.snapshot();
+        if !list.iter().any(|s| std::ptr::eq(&**s, sub)) {
+            return;
         }
+        let rest = list
+            .iter()
+            .filter(|s| !std::ptr::eq(&***s, sub))
+            .cloned()
+            .collect();
+        n.replace(rest);
         sub.remove();
     }
 
@@ -442,14 +472,14 @@ impl AddressSpace {
         let n = &self.notifiers;
         let shard = shard();
         let phase = n.phase.load(Ordering::SeqCst) & 1;
-        n.in_flight[shard][phase].fetch_add(1, Ordering::SeqCst);
+        let before = n.in_flight[shard][phase].fetch_add(1, Ordering::SeqCst);
         let mut inv = Invalidation {
             range,
             shard,
             phase,
             started: Vec::new(),
         };
-        if n.count.load(Ordering::SeqCst) == 0 {
+        if before & SUBSCRIBED == 0 {
             return Ok(inv);
         }
         for sub in n.snapshot().iter().filter(|s| s.meets(&range)) {
@@ -613,11 +643,8 @@ impl AddressSpace {
     pub(crate) fn release_notifiers(&self) {
         let n = &self.notifiers;
         let subs = {
-            let mut list = n.list.lock();
-            let subs = list.clone();
-            *list = Arc::from(Vec::new());
-            n.count.store(0, Ordering::SeqCst);
-            subs
+            let _one_at_a_time = n.subscribing.lock();
+            n.replace(Vec::new())
         };
         for sub in subs.iter() {
             sub.remove();
