@@ -1,5 +1,6 @@
 //! `vmspace torture [--seconds S] [--threads N] [--strategy LIST]
-//! [--rmap-lock LIST] [--seed N] [--inject RATE] [--swap-dir DIR | --no-swap]`: random concurrent
+//! [--rmap-lock LIST] [--seed N] [--inject RATE] [--swap-dir DIR | --no-swap]
+//! [--mirrors N]`: random concurrent
 //! operations with a checker (see [`vmspace_cli::torture`]), on each
 //! strategy and rmap lock kind in turn.
 //!
@@ -55,9 +56,15 @@ pub struct Args {
     /// Run without swap and without reclaim.
     #[arg(long)]
     no_swap: bool,
+    /// Device mirrors of each address space (0 to 16), each with a device
+    /// thread that loads and stores through it beside the workers; their
+    /// invalidations sleep now and then (a device TLB flush).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=16))]
+    mirrors: u64,
     /// Debug builds only: break the protocol on purpose (`skip-revalidation`,
-    /// `early-free`, `fork-without-vma-lock`, `evict-dirty` or
-    /// `swap-skip-write`) to show that the checker notices.
+    /// `early-free`, `fork-without-vma-lock`, `evict-dirty`,
+    /// `swap-skip-write`, `sleep-under-rwlock` or `skip-notifier`) to show
+    /// that the checker notices.
     #[arg(long, hide = true)]
     break_protocol: Option<ProtocolBreak>,
 }
@@ -125,6 +132,7 @@ pub fn main(args: Args) -> ExitCode {
             max_ops: None,
             swap_dir: (!args.no_swap)
                 .then(|| args.swap_dir.clone().unwrap_or_else(std::env::temp_dir)),
+            mirrors: args.mirrors as usize,
         };
         match run_with(strategy, kind, &opts) {
             Ok(report) => {

@@ -18,6 +18,7 @@ fn run_for(ops: u64, epoch: Duration, inject: f64) -> Report {
         epoch,
         max_ops: Some(ops),
         swap_dir: Some(env!("CARGO_TARGET_TMPDIR").into()),
+        mirrors: 1,
     };
     let report = run(Strategy::PerVma, &opts).expect("torture runs");
     eprintln!(

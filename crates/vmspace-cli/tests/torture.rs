@@ -87,6 +87,12 @@ fn clean_run(seed: u64, inject: &str) {
             "{strategy} swapped nothing in: {line}"
         );
         assert_eq!(count("leaked slots"), 0, "{line}");
+        // One mirror by default: its device thread accessed memory through
+        // it, faulted through the CPU page tables, and its invalidations
+        // slept now and then (a run in which none slept is a violation).
+        assert!(count("device accesses") > 0, "{line}");
+        assert!(count("device faults") > 0, "{line}");
+        assert!(count("invalidations slept") > 0, "{line}");
     }
 }
 
@@ -159,6 +165,33 @@ fn broken_reclaim_protocols_are_caught() {
     }
 }
 
+/// The MMU-notifier protocol's check must be able to fail: `munmap` that
+/// does not tell the mirrors leaves a device translation to a freed frame,
+/// and the device's next access through it reads poison or a value the page
+/// could not hold, or succeeds where it should fault.
+#[test]
+#[cfg(debug_assertions)]
+fn a_skipped_notifier_is_caught() {
+    let (ok, out) = torture(&[
+        "--seconds",
+        "60",
+        "--threads",
+        "4",
+        "--seed",
+        "14",
+        "--strategy",
+        "per-vma",
+        "--rmap-lock",
+        "rwsem",
+        "--mirrors",
+        "2",
+        "--break-protocol",
+        "skip-notifier",
+    ]);
+    assert!(!ok, "skip-notifier went unnoticed:\n{out}");
+    assert!(out.contains("violation:"), "{out}");
+}
+
 /// Usage errors exit with status 2 from the parser, before any thread
 /// starts: nothing on stdout, a message on stderr.
 #[test]
@@ -180,6 +213,8 @@ fn bad_arguments_are_refused() {
         &["--epoch-ms", "60001"],
         &["--seed", "x"],
         &["--break-protocol", "everything"],
+        &["--mirrors", "17"],
+        &["--mirrors", "-1"],
         &["--no-such-flag"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_vmspace"))

@@ -58,6 +58,9 @@ pub struct MirrorConfig {
     /// How long an invalidation that removed or downgraded entries sleeps
     /// (a device TLB flush); zero for none.
     pub invalidate_sleep: Duration,
+    /// Only one such invalidation in this many sleeps (0 and 1: every one),
+    /// so that sleeping and quick flushes mix.
+    pub sleep_one_in: u32,
 }
 
 /// What a mirror and its devices did.
@@ -179,13 +182,15 @@ impl MmuNotifier for Shared {
             return Ok(());
         }
         let sleep = self.config.invalidate_sleep;
-        if !range.blockable && !sleep.is_zero() {
+        let nth = c.invalidations.load(Ordering::Relaxed) + c.busy.load(Ordering::Relaxed);
+        let sleeps = !sleep.is_zero() && nth % u64::from(self.config.sleep_one_in.max(1)) == 0;
+        if !range.blockable && sleeps {
             bump(&c.busy, 1);
             return Err(Busy);
         }
         self.invalidate(&mut table, range);
         bump(&c.invalidations, 1);
-        if !sleep.is_zero() {
+        if sleeps {
             crate::sync::assert_may_sleep("the device mirror's invalidation (a device TLB flush)");
             bump(&c.invalidations_slept, 1);
             std::thread::sleep(sleep);

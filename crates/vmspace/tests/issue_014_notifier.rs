@@ -400,6 +400,7 @@ fn a_non_blockable_invalidation_never_sleeps_and_reclaim_moves_on() {
             &s,
             MirrorConfig {
                 invalidate_sleep: sleep,
+                sleep_one_in: 1,
             },
         );
         let mut dev = mirror.device();

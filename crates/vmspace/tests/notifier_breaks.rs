@@ -42,6 +42,7 @@ fn sleep_under_the_spinning_lock_panics() {
         &s,
         MirrorConfig {
             invalidate_sleep: Duration::from_millis(1),
+            sleep_one_in: 1,
         },
     );
     let mut dev = mirror.device();

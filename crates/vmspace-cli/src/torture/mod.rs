@@ -129,6 +129,27 @@ pub struct Options {
     /// the arena's pages going out to it and coming back (`None`: no swap,
     /// no reclaim).
     pub swap_dir: Option<std::path::PathBuf>,
+    /// Device mirrors of the space (`vmspace::Mirror`), each with a device
+    /// thread that loads and stores through it beside the workers, judged
+    /// like them; their invalidations sleep now and then.
+    pub mirrors: usize,
+}
+
+/// What the mirrors and their devices did, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MirrorTotals {
+    /// Mirrors (one device thread each).
+    pub mirrors: usize,
+    /// Device loads and stores that completed.
+    pub device_accesses: u64,
+    /// Device faults (mirror misses resolved through the CPU page table).
+    pub device_faults: u64,
+    /// Device faults that resolved again because an invalidation raced.
+    pub retries: u64,
+    /// Invalidations that slept (a device TLB flush).
+    pub invalidations_slept: u64,
+    /// Non-blockable invalidations the mirrors answered busy.
+    pub busy: u64,
 }
 
 /// What a run found.
@@ -184,6 +205,8 @@ pub struct Report {
     /// once the epoch is judged: mapping states, cells, value events, shared
     /// pages and objects of its model, and the epoch's accesses.
     pub peak_records: usize,
+    /// The mirrors' counters.
+    pub mirrors: MirrorTotals,
 }
 
 /// Injected failures that happened, by kind.
@@ -200,6 +223,17 @@ pub struct Injected {
 }
 
 impl Report {
+    fn mirrors_summary(&self) -> String {
+        let m = &self.mirrors;
+        if m.mirrors == 0 {
+            return "no mirrors".to_string();
+        }
+        format!(
+            "mirrors {} device accesses {} device faults {} retries {} invalidations slept {} busy {}",
+            m.mirrors, m.device_accesses, m.device_faults, m.retries, m.invalidations_slept, m.busy
+        )
+    }
+
     /// Whether the run found nothing wrong.
     pub fn clean(&self) -> bool {
         self.violation_count == 0 && self.leaked_frames == 0 && self.leaked_slots == 0
@@ -209,7 +243,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "{}: {} ops ({} accesses, {} mapping changes, {} forks), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages, {}, rmap lock {}",
+            "{}: {} ops ({} accesses, {} mapping changes, {} forks), {} checkpoints, faults lockless {} locked {} fallback {} retry {}, failed accesses segv {} prot {} bus {} io {} oom {}, injected failures alloc {} read {} write {}, {} violations, {} leaked frames, {} unchecked pages, {}, {}, rmap lock {}",
             self.strategy.name(),
             self.ops,
             self.accesses,
@@ -239,6 +273,7 @@ impl Report {
             } else {
                 "no swap".to_string()
             },
+            self.mirrors_summary(),
             self.rmap_lock.name(),
         )
     }

@@ -10,8 +10,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use vmspace::{
-    AddressSpace, ArenaConfig, Config, FrameAllocator, RmapLockKind, Strategy, SwapConfig,
-    PAGE_SIZE,
+    AddressSpace, ArenaConfig, Config, FrameAllocator, Mirror, MirrorConfig, RmapLockKind,
+    Strategy, SwapConfig, PAGE_SIZE,
 };
 
 use super::files::{Files, DATA_IDS};
@@ -19,8 +19,8 @@ use super::inject::{Armed, Injector};
 use super::judge::{cause_index, judge, value_name};
 use super::model::Model;
 use super::store::file_word;
-use super::worker::{worker, Shared};
-use super::{Injected, Options, Report, ARENA_FRAMES, EPOCH_OPS, SHOWN};
+use super::worker::{device_worker, worker, Shared};
+use super::{Injected, MirrorTotals, Options, Report, ARENA_FRAMES, EPOCH_OPS, SHOWN};
 
 /// How often the checkpoint looks at the clock while it waits.
 const POLL: Duration = Duration::from_millis(1);
@@ -28,6 +28,10 @@ const POLL: Duration = Duration::from_millis(1);
 const SWAP_SLOTS: u64 = 8192;
 /// Frames the reclaimer asks for at a time.
 const RECLAIM_RUN: usize = 16;
+/// A mirror's invalidation that removes entries sleeps this long, one in
+/// [`MIRROR_SLEEP_ONE_IN`] times (a device TLB flush).
+const MIRROR_SLEEP: Duration = Duration::from_micros(20);
+const MIRROR_SLEEP_ONE_IN: u32 = 3;
 
 /// The reclaimer thread: memory pressure without a tight arena (which would
 /// make out-of-memory faults the checker cannot tell from lost pages). It
@@ -127,7 +131,7 @@ pub fn run_with(strategy: Strategy, kind: RmapLockKind, opts: &Options) -> anyho
         clock: AtomicU64::new(1),
         pause: AtomicBool::new(false),
         stop: AtomicBool::new(false),
-        barrier: Barrier::new(threads + 1),
+        barrier: Barrier::new(threads + opts.mirrors + 1),
         accesses: Mutex::new(Vec::new()),
         ops: AtomicU64::new(0),
     });
@@ -143,13 +147,30 @@ pub fn run_with(strategy: Strategy, kind: RmapLockKind, opts: &Options) -> anyho
             std::thread::spawn(move || worker(&sh, i, seed))
         })
         .collect();
+    let mirror_config = MirrorConfig {
+        invalidate_sleep: MIRROR_SLEEP,
+        sleep_one_in: MIRROR_SLEEP_ONE_IN,
+    };
+    let mirrors: Vec<Mirror> = (0..opts.mirrors)
+        .map(|_| Mirror::new(&sh.space, mirror_config))
+        .collect();
+    let devices: Vec<_> = mirrors
+        .iter()
+        .enumerate()
+        .map(|(m, mirror)| {
+            let (sh, dev) = (sh.clone(), mirror.device());
+            let index = (threads + m) as u64;
+            let seed = opts.seed.wrapping_add(index);
+            std::thread::spawn(move || device_worker(&sh, dev, index, seed))
+        })
+        .collect();
     let reclaimer = frames.swap_device().is_some().then(|| {
         let sh = sh.clone();
         let frames = frames.clone();
         std::thread::spawn(move || reclaimer(&sh, &frames))
     });
     let mut tally = checkpoints(&sh, opts, &injection);
-    for h in handles.into_iter().chain(reclaimer) {
+    for h in handles.into_iter().chain(devices).chain(reclaimer) {
         h.join()
             .map_err(|_| anyhow::anyhow!("a torture thread panicked"))?;
     }
@@ -172,7 +193,10 @@ pub fn run_with(strategy: Strategy, kind: RmapLockKind, opts: &Options) -> anyho
     let forks = model.forks_done;
     model.objects.clear();
     drop(model);
+    // The space goes with its mirrors still subscribed: each must hear
+    // `release` (and drop its entries) before the frames go.
     drop(sh.space);
+    let mirrors = mirror_totals(&mirrors, &mut tally);
     drop(sh.files);
     // Swap-cache pages whose slot only the cache still holds are garbage
     // that reclaim would drop when it met them (or at once, if nobody held
@@ -204,7 +228,36 @@ pub fn run_with(strategy: Strategy, kind: RmapLockKind, opts: &Options) -> anyho
         unknown_pages,
         records: tally.records,
         peak_records: tally.peak_records,
+        mirrors,
     })
+}
+
+/// The mirrors' counters, summed; a mirror that was not released at the
+/// teardown, a run whose devices did nothing, or one in which no
+/// invalidation slept is a violation (it would prove nothing).
+fn mirror_totals(mirrors: &[Mirror], tally: &mut Tally) -> MirrorTotals {
+    let mut t = MirrorTotals {
+        mirrors: mirrors.len(),
+        ..MirrorTotals::default()
+    };
+    for (i, m) in mirrors.iter().enumerate() {
+        let s = m.stats();
+        t.device_accesses += s.device_accesses;
+        t.device_faults += s.device_faults;
+        t.retries += s.fault_retries;
+        t.invalidations_slept += s.invalidations_slept;
+        t.busy += s.busy;
+        if !m.is_released() || m.entries() != 0 {
+            tally.violation(format!("mirror {i} kept entries after the teardown"));
+        }
+    }
+    if !mirrors.is_empty() && t.device_accesses == 0 {
+        tally.violation("the devices made no access".into());
+    }
+    if !mirrors.is_empty() && t.invalidations_slept == 0 && tally.violation_count == 0 {
+        tally.violation("no mirror invalidation slept".into());
+    }
+    t
 }
 
 /// The checkpoints, until the run's time or operations are spent or a

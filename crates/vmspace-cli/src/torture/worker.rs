@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
-use vmspace::{AddressSpace, Cpu};
+use rand::{Rng, SeedableRng};
+use vmspace::{AddressSpace, Cpu, Device, Fault};
 
 use crate::backend::{self, Placement};
 use crate::script::Op;
@@ -49,6 +49,44 @@ impl Shared {
     pub(super) fn tick(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::SeqCst)
     }
+
+    /// A thread's side of a checkpoint, if one is asked for: hands in `log`
+    /// and `ops`, waits at both barriers. Returns whether the run is over.
+    pub(super) fn at_checkpoint(&self, log: &mut Vec<Access>, ops: &mut u64) -> bool {
+        if !self.pause.load(Ordering::Acquire) {
+            return false;
+        }
+        self.accesses.lock().unwrap().append(log);
+        self.ops.fetch_add(*ops, Ordering::Relaxed);
+        *ops = 0;
+        self.barrier.wait();
+        self.barrier.wait();
+        self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// What touches memory for a thread: a `Cpu`, or a device of a mirror.
+pub(super) trait Accessor {
+    fn load(&mut self, addr: u64) -> Result<u64, Fault>;
+    fn store(&mut self, addr: u64, value: u64) -> Result<(), Fault>;
+}
+
+impl Accessor for Cpu {
+    fn load(&mut self, addr: u64) -> Result<u64, Fault> {
+        self.read_u64(addr)
+    }
+    fn store(&mut self, addr: u64, value: u64) -> Result<(), Fault> {
+        self.write_u64(addr, value)
+    }
+}
+
+impl Accessor for Device {
+    fn load(&mut self, addr: u64) -> Result<u64, Fault> {
+        self.read_u64(addr)
+    }
+    fn store(&mut self, addr: u64, value: u64) -> Result<(), Fault> {
+        self.write_u64(addr, value)
+    }
 }
 
 /// Worker `index`: draws and does steps until a checkpoint says stop.
@@ -59,15 +97,8 @@ pub(super) fn worker(sh: &Shared, index: u64, seed: u64) {
     let mut seq = 0u64;
     let mut ops = 0u64;
     loop {
-        if sh.pause.load(Ordering::Acquire) {
-            sh.accesses.lock().unwrap().append(&mut log);
-            sh.ops.fetch_add(ops, Ordering::Relaxed);
-            ops = 0;
-            sh.barrier.wait();
-            sh.barrier.wait();
-            if sh.stop.load(Ordering::Acquire) {
-                return;
-            }
+        if sh.at_checkpoint(&mut log, &mut ops) {
+            return;
         }
         ops += 1;
         match draw::step(&mut rng) {
@@ -86,14 +117,42 @@ pub(super) fn worker(sh: &Shared, index: u64, seed: u64) {
     }
 }
 
+/// Device thread `index` (numbered after the workers): loads and stores
+/// through its mirror (`vmspace::Device`), drawn like the workers' and
+/// judged like them, until a checkpoint says stop. A device access through a
+/// translation that an invalidation should have removed shows as a value
+/// the page could not hold, or as an access that should have faulted.
+pub(super) fn device_worker(sh: &Shared, mut dev: Device, index: u64, seed: u64) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut log = Vec::new();
+    let (mut seq, mut ops) = (0u64, 0u64);
+    loop {
+        if sh.at_checkpoint(&mut log, &mut ops) {
+            return;
+        }
+        ops += 1;
+        let page = rng.gen_range(0..PAGES);
+        let store = rng.gen_bool(0.5).then(|| {
+            seq += 1;
+            STORE_TAG | (index << 40) | seq
+        });
+        log.push(access(sh, &mut dev, page, store));
+    }
+}
+
 /// A load (`store` is `None`) or a store of the first word of window page
 /// `page`.
-pub(super) fn access(sh: &Shared, cpu: &mut Cpu, page: u64, store: Option<u64>) -> Access {
+pub(super) fn access(
+    sh: &Shared,
+    cpu: &mut impl Accessor,
+    page: u64,
+    store: Option<u64>,
+) -> Access {
     let addr = backend::addr(page);
     let start = sh.tick();
     let (value, result) = match store {
-        Some(v) => (v, cpu.write_u64(addr, v).map_err(|f| f.cause)),
-        None => match cpu.read_u64(addr) {
+        Some(v) => (v, cpu.store(addr, v).map_err(|f| f.cause)),
+        None => match cpu.load(addr) {
             Ok(v) => (v, Ok(())),
             Err(f) => (0, Err(f.cause)),
         },
