@@ -39,6 +39,7 @@
 //! VMAs' objects when they are recorded.
 
 use crate::debug::{broken, ProtocolBreak};
+use crate::frame::{FrameId, Owner};
 use crate::notifier::{Busy, NotifierRange};
 use crate::pagetable::{Event, FlushBatch, ADDR_LIMIT};
 use crate::space::AddressSpace;
@@ -72,8 +73,14 @@ impl AddressSpace {
             }
         }
         let mut cw = child.write_lock();
+        // The child's anonymous object of each parent VMA (for the copies of
+        // pinned pages).
+        let mut child_anon = std::collections::HashMap::new();
         for v in vmas.iter().filter(|v| !v.dontfork) {
             let copy = v.forked(&self.frames, cw.seq);
+            if let Some(a) = copy.anon.get() {
+                child_anon.insert(v.start, a.clone());
+            }
             cw.insert(copy);
         }
         let mut batch = FlushBatch::new(Event::Fork, true);
@@ -86,8 +93,31 @@ impl AddressSpace {
                 Ok(inv) => batch.invalidations.push(inv),
                 Err(Busy) => unreachable!("a blockable invalidation waits"),
             }
-            self.pt
-                .copy_for_fork(&child.pt, v.start, v.end, &self.frames, &mut batch);
+            // A pinned page is copied for the child now (`pin.rs`); with no
+            // frame left it is shared as any other (the device's later
+            // writes then reach the child too, until one side writes).
+            let anon = child_anon.get(&v.start);
+            let frames = &self.frames;
+            let mut copy_pinned = |a: u64, f: FrameId| {
+                let anon = anon?;
+                let copy = frames.alloc_copy(f)?;
+                frames.set_owner(
+                    copy,
+                    Owner::Anon {
+                        object: anon.id(),
+                        index: v.pgoff_at(a),
+                    },
+                );
+                Some(copy)
+            };
+            self.pt.copy_for_fork(
+                &child.pt,
+                v.start,
+                v.end,
+                &self.frames,
+                &mut batch,
+                &mut copy_pinned,
+            );
         }
         self.flush(batch);
         drop(cw);

@@ -126,6 +126,8 @@ struct FrameMeta {
     /// [`Owner`], packed (Relaxed: published with the frame by the Release
     /// store that makes the frame reachable).
     owner: AtomicU64,
+    /// Device pins (`pin.rs`), each also holding a reference.
+    pins: AtomicU32,
 }
 
 impl FrameMeta {
@@ -134,6 +136,7 @@ impl FrameMeta {
             refs: AtomicU32::new(0),
             mapcount: AtomicU32::new(0),
             owner: AtomicU64::new(0),
+            pins: AtomicU32::new(0),
         }
     }
 }
@@ -628,6 +631,31 @@ impl FrameAllocator {
             }
         }
         false
+    }
+
+    /// Device pins of the frame (`AddressSpace::pin_pages`).
+    pub fn pincount(&self, f: FrameId) -> u32 {
+        self.meta[f.0 as usize].pins.load(Ordering::Acquire)
+    }
+
+    /// Pins `f` for a device: one more pin and one more reference. The
+    /// caller holds the PTE lock of an entry that maps it (`pin.rs`).
+    pub(crate) fn pin(&self, f: FrameId) {
+        if f == FrameId::ZERO {
+            return;
+        }
+        self.get(f);
+        self.meta[f.0 as usize].pins.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Drops a pin taken by [`FrameAllocator::pin`], and its reference.
+    pub(crate) fn unpin(&self, f: FrameId) {
+        if f == FrameId::ZERO {
+            return;
+        }
+        let before = self.meta[f.0 as usize].pins.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "unpin of frame {} not pinned", f.0);
+        self.put(f);
     }
 
     /// Page-table entries mapping the frame, over all address spaces (exact

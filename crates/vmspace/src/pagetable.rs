@@ -722,6 +722,7 @@ impl PageTable {
         end: u64,
         frames: &FrameAllocator,
         batch: &mut FlushBatch,
+        copy_pinned: &mut dyn FnMut(u64, FrameId) -> Option<FrameId>,
     ) {
         self.for_each_table(start, end, |base, table| {
             let mut g = table.lock();
@@ -739,6 +740,25 @@ impl PageTable {
                 }
                 if !pte.present() {
                     continue;
+                }
+                // A pinned page the parent owns: the child gets its copy now
+                // and the parent's entry stays (`pin.rs`). The pin was taken
+                // under this PTE lock, so it cannot come after this check.
+                if pte.has(Pte::OWNED) && frames.pincount(pte.frame()) > 0 {
+                    if let Some(copy) = copy_pinned(a, pte.frame()) {
+                        frames.mapped(copy);
+                        let d = dst.get_or_insert_with(|| {
+                            child
+                                .table_or_create(a)
+                                .expect("the parent's address is inside the limit")
+                                .lock()
+                        });
+                        d.set(
+                            a,
+                            Pte::new(copy, (pte.0 & Pte::PERMS) | Pte::OWNED | Pte::DIRTY),
+                        );
+                        continue;
+                    }
                 }
                 let shared = Pte(pte.0 & !(Pte::WRITE | Pte::OWNED));
                 if shared != pte {

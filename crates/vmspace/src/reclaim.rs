@@ -110,6 +110,8 @@ pub struct ReclaimStats {
     pub skipped_busy: u64,
     /// Pages kept because an `mlock`ed VMA maps them.
     pub skipped_locked: u64,
+    /// Pages passed by because a device pinned them (`pin_pages`).
+    pub skipped_pinned: u64,
     /// Reverse-map visits a secondary MMU refused: its non-blockable
     /// invalidation answered busy (`MmuNotifier`), so the page stayed.
     pub notifier_busy: u64,
@@ -137,6 +139,7 @@ macro_rules! fieldwise {
             skipped_busy: $a.skipped_busy.$f($b.skipped_busy),
             skipped_locked: $a.skipped_locked.$f($b.skipped_locked),
             notifier_busy: $a.notifier_busy.$f($b.notifier_busy),
+            skipped_pinned: $a.skipped_pinned.$f($b.skipped_pinned),
             swap_full: $a.swap_full.$f($b.swap_full),
             oom: $a.oom.$f($b.oom),
         }
@@ -190,6 +193,7 @@ pub(crate) struct ReclaimCounters {
     skipped_busy: Count,
     skipped_locked: Count,
     pub(crate) notifier_busy: Count,
+    skipped_pinned: Count,
     swap_full: Count,
     pub(crate) oom: Count,
 }
@@ -303,6 +307,7 @@ impl FrameAllocator {
             skipped_busy: c.skipped_busy.get(),
             skipped_locked: c.skipped_locked.get(),
             notifier_busy: c.notifier_busy.get(),
+            skipped_pinned: c.skipped_pinned.get(),
             swap_full: c.swap_full.get(),
             oom: c.oom.get(),
         }
@@ -348,6 +353,11 @@ impl FrameAllocator {
     /// whether it freed the frame.
     fn reclaim_frame(&self, f: FrameId) -> bool {
         if !self.try_get(f) {
+            return false;
+        }
+        if self.pincount(f) > 0 {
+            self.reclaim.counters.skipped_pinned.bump();
+            self.put(f);
             return false;
         }
         let cached = self.swap().is_some_and(|s| s.slot_of(f).is_some());

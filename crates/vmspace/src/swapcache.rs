@@ -343,7 +343,12 @@ impl FrameAllocator {
                 slot
             }
         };
+        // Under each entry's PTE lock: a pin (taken under it, `pin.rs`)
+        // that came after the visit's check keeps the entry.
         let done = self.unmap_frame(f, true, || {
+            if self.pincount(f) > 0 {
+                return None;
+            }
             swap.device.dup(slot).is_ok().then(|| Pte::swap(slot))
         });
         let (mlocked, dirty) = (done.mlocked, done.dirty);

@@ -535,3 +535,95 @@ fn device_writes_survive_fork_swap_and_protection_churn() {
     }
     assert!(swap_outs > 0, "no page was swapped out under the devices");
 }
+
+/// Pinned pages stay: reclaim passes them by while it swaps the others out,
+/// and takes them once unpinned.
+#[test]
+fn pinned_pages_are_not_reclaimed() {
+    let frames = arena(256, RmapLockKind::RwsemSpin, Some("pinned"));
+    let s = space(&frames, Strategy::PerVma);
+    let a = anon(&s, 8, Prot::READ_WRITE);
+    let mut cpu = s.cpu();
+    for i in 0..8 {
+        cpu.write_u64(a + i * P, i + 100).unwrap();
+    }
+    let pins = s.pin_pages(a, a + 2 * P, Access::Write).unwrap();
+    assert_eq!(pins.pages().len(), 2);
+    let before = s.debug_ptes(a, a + 2 * P);
+    for _ in 0..4 {
+        frames.reclaim(64);
+    }
+    assert_eq!(s.swapped_pages(), 6, "every unpinned page went to swap");
+    let after = s.debug_ptes(a, a + 2 * P);
+    assert_eq!(
+        before.iter().map(|p| p.frame).collect::<Vec<_>>(),
+        after.iter().map(|p| p.frame).collect::<Vec<_>>(),
+        "the pinned pages stayed in their frames"
+    );
+    assert!(frames.reclaim_stats().skipped_pinned > 0);
+    // The device's DMA lands in the page the CPU reads.
+    pins.frames()
+        .word(pins.pages()[1].1, 8)
+        .store(77, Ordering::Relaxed);
+    assert_eq!(cpu.read_u64(a + P + 8).unwrap(), 77);
+    drop(pins);
+    for _ in 0..4 {
+        frames.reclaim(64);
+    }
+    assert_eq!(s.swapped_pages(), 8, "unpinned, they go too");
+    for i in 0..8 {
+        assert_eq!(cpu.read_u64(a + i * P).unwrap(), i + 100);
+    }
+    drop(cpu);
+    s.check_invariants().unwrap();
+    frames.check_swap(&[&s]).unwrap();
+}
+
+/// Fork copies a pinned private page for the child at once: the parent
+/// keeps its frame, writable, so the device's later writes reach the parent
+/// and not the child; an unpinned page is shared copy-on-write as before.
+#[test]
+fn fork_copies_a_pinned_page_at_once() {
+    for strategy in Strategy::ALL {
+        let frames = arena(64, RmapLockKind::Rwsem, None);
+        let s = space(&frames, strategy);
+        let a = anon(&s, 2, Prot::READ_WRITE);
+        let mut cpu = s.cpu();
+        cpu.write_u64(a, 1).unwrap();
+        cpu.write_u64(a + P, 2).unwrap();
+        let pins = s.pin_pages(a, a + P, Access::Write).unwrap();
+        let pinned = pins.pages()[0].1;
+        let child = s.fork();
+        let parent_ptes = s.debug_ptes(a, a + 2 * P);
+        let child_ptes = child.debug_ptes(a, a + 2 * P);
+        assert_eq!(parent_ptes[0].frame, pinned);
+        assert!(
+            parent_ptes[0].write,
+            "{strategy:?}: the pinned entry stays writable"
+        );
+        assert_ne!(child_ptes[0].frame, pinned, "the child got a copy");
+        assert_eq!(
+            child_ptes[1].frame, parent_ptes[1].frame,
+            "unpinned: shared"
+        );
+        assert!(!parent_ptes[1].write, "unpinned: write-protected for COW");
+        pins.frames().word(pinned, 0).store(5, Ordering::Relaxed);
+        let mut ccpu = child.cpu();
+        assert_eq!(cpu.read_u64(a).unwrap(), 5, "the DMA reaches the parent");
+        assert_eq!(ccpu.read_u64(a).unwrap(), 1, "and not the child");
+        ccpu.write_u64(a, 9).unwrap();
+        assert_eq!(cpu.read_u64(a).unwrap(), 5);
+        drop((cpu, ccpu));
+        s.check_invariants().unwrap();
+        child.check_invariants().unwrap();
+        // munmap leaves the device its frame until it unpins.
+        s.munmap(a, 2 * P).unwrap();
+        assert_eq!(frames.pincount(pinned), 1);
+        assert!(frames.refcount(pinned) >= 1);
+        assert_eq!(pins.frames().word(pinned, 0).load(Ordering::Relaxed), 5);
+        let in_use = frames.in_use();
+        drop(pins);
+        assert_eq!(frames.pincount(pinned), 0);
+        assert!(frames.in_use() < in_use, "unpinned, the frame was freed");
+    }
+}
