@@ -183,7 +183,8 @@ impl MmuNotifier for Shared {
         }
         let sleep = self.config.invalidate_sleep;
         let nth = c.invalidations.load(Ordering::Relaxed) + c.busy.load(Ordering::Relaxed);
-        let sleeps = !sleep.is_zero() && nth % u64::from(self.config.sleep_one_in.max(1)) == 0;
+        let sleeps =
+            !sleep.is_zero() && nth.is_multiple_of(u64::from(self.config.sleep_one_in.max(1)));
         if !range.blockable && sleeps {
             bump(&c.busy, 1);
             return Err(Busy);
@@ -200,7 +201,12 @@ impl MmuNotifier for Shared {
     }
 
     fn clear_young(&self, start: u64, end: u64) -> bool {
-        let table = self.table.read();
+        // Asked under the rmap lock, which may be a spinning one: a table
+        // held by an invalidation (which may sleep) counts as young rather
+        // than being waited for.
+        let Some(table) = self.table.try_read() else {
+            return true;
+        };
         let mut young = false;
         for (_, e) in table.range(start..end) {
             young |= e.young.swap(false, Ordering::Relaxed);

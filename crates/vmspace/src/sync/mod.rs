@@ -166,6 +166,14 @@ impl<T> RwLock<T> {
         return self.0.write().expect("not poisoned");
     }
 
+    /// The read lock if no writer holds it now.
+    pub(crate) fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
+        #[cfg(not(loom))]
+        return self.0.try_read();
+        #[cfg(loom)]
+        return self.0.try_read().ok();
+    }
+
     /// The write lock if it is free now.
     pub(crate) fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
         #[cfg(not(loom))]
