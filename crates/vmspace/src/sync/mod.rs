@@ -7,7 +7,8 @@
 //!   │                 several at once, in any order: they never block each
 //!   │                 other, they only wait for faults that hold no lock)
 //!   └─ VMA read lock (a fault; never held while waiting for anything but a
-//!      │             PTE lock or the page-cache fill lock)
+//!      │             PTE lock, the page-cache fill lock, or the MMU-notifier
+//!      │             callbacks of its copy-on-write break)
 //!      ├─ page-cache fill lock (File::fill; not for slow stores: faults drop
 //!      │  │                    their locks before reading those)
 //!      │  └─ frame free list
@@ -41,6 +42,15 @@
 //! Cpu registry lock (shootdown, `tlb.rs`): a leaf, taken under the
 //!   address-space lock, a VMA lock or nothing
 //! a file's write-back error slot: a leaf
+//! MMU-notifier callbacks (`notifier.rs`): run under whatever their caller
+//!   holds (the address-space write lock, a fault's VMA read lock, a walk's
+//!   rmap lock; never a PTE lock), so a callback's own locks (a mirror's
+//!   table lock, `mirror.rs`) rank below all of those; they may sleep only in
+//!   a blockable call. The subscriber list and each subscription's state are
+//!   leaves; subscribe and unsubscribe take their mutex with nothing held
+//!   and wait there for the invalidations in flight
+//! a device fault (`mirror.rs`): read_begin, then the fault path as a `Cpu`'s,
+//!   then the mirror's table lock with nothing else held
 //! swap slot state (`swap.rs`: bitmap and reference counts, atomics, no
 //!   lock): a leaf; no address-space, VMA, PTE or rmap lock is held across
 //!   swap I/O (SwapDevice::read/write)
