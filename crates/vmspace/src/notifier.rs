@@ -619,7 +619,8 @@ impl AddressSpace {
         self.ask_young(start, end, |n| n.clear_young(start, end))
     }
 
-    /// As [`AddressSpace::notifier_clear_young`], without clearing.
+    /// Whether a subscription that meets `[start, end)` says a page there
+    /// was used since its record was last cleared (`MmuNotifier::test_young`).
     pub fn notifier_test_young(&self, start: u64, end: u64) -> bool {
         self.ask_young(start, end, |n| n.test_young(start, end))
     }
