@@ -16,6 +16,9 @@
 //! * `run`: one measurement of one workload (threads, windows, sampling);
 //! * `lookup`: the VMA lookup workload (range tree vs. the alternatives);
 //! * `fork`: the fork workloads (per rmap lock kind; by name only);
+//! * `reclaim`: the reclaim workloads, with and without a device mirror
+//!   (by name only);
+//! * `mirror`: the MMU-notifier and device-mirror workload (by name only);
 //! * `trust`: whether the controls say the run can be trusted;
 //! * `report`: the table and the JSON;
 //! * `plot`: the SVG plots.
@@ -28,6 +31,7 @@
 mod env;
 mod fork;
 mod lookup;
+mod mirror;
 mod plan;
 mod plot;
 mod reclaim;
@@ -75,10 +79,17 @@ pub enum Workload {
     /// Faulting threads over a working set twice the memory limit (per
     /// backing and rmap lock kind).
     Reclaim,
+    /// MMU notifiers and a device mirror: munmap and mprotect cost with 0,
+    /// 1 and 4 mirrors, device faults beside CPU faults, device-fault
+    /// retries under a churning writer.
+    Mirror,
+    /// `reclaim` with a device mirror whose invalidations sleep, touched by
+    /// a device thread (per backing and rmap lock kind).
+    ReclaimMirror,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 11] = [
+    pub const ALL: [Workload; 13] = [
         Workload::PageFault1,
         Workload::PageFault2,
         Workload::PageFault3,
@@ -90,6 +101,8 @@ impl Workload {
         Workload::ForkStorm,
         Workload::ForkVmas,
         Workload::Reclaim,
+        Workload::Mirror,
+        Workload::ReclaimMirror,
     ];
 
     /// The name on the command line and in results.
@@ -106,6 +119,8 @@ impl Workload {
             Workload::ForkStorm => "fork_storm",
             Workload::ForkVmas => "fork_vmas",
             Workload::Reclaim => "reclaim",
+            Workload::Mirror => "mirror",
+            Workload::ReclaimMirror => "reclaim_mirror",
         }
     }
 
@@ -125,10 +140,14 @@ impl Workload {
         matches!(self, Workload::ForkStorm | Workload::ForkVmas)
     }
 
-    /// A workload run only when named (the fork workloads, `reclaim`), with
-    /// arenas and rows of its own.
+    /// A workload run only when named (the fork workloads, `reclaim`,
+    /// `mirror`, `reclaim_mirror`), with a loop and rows of its own.
     pub fn is_named_only(self) -> bool {
-        self.is_fork() || self == Workload::Reclaim
+        self.is_fork()
+            || matches!(
+                self,
+                Workload::Reclaim | Workload::Mirror | Workload::ReclaimMirror
+            )
     }
 
     /// A workload with an extra thread measured against its idle baseline.
@@ -170,9 +189,9 @@ const DEFAULT_RMAP_LOCKS: &str = "rwsem,rwsem-spin,rwlock";
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Workloads to run; none named: the default suite, every workload but
-    /// fork_storm and fork_vmas (run when named), with results.json and the
-    /// plots in target/vmspace-bench/ [default: all of them but the fork
-    /// workloads]
+    /// fork_storm, fork_vmas, reclaim, mirror and reclaim_mirror (run when
+    /// named), with results.json and the plots in target/vmspace-bench/
+    /// [default: all of them but the named-only ones]
     #[arg(value_parser = workload_parser())]
     workloads: Vec<Workload>,
     #[arg(long, value_delimiter = ',', value_parser = count_parser("--threads", MAX_THREADS),
@@ -183,14 +202,15 @@ pub struct Args {
     seconds: Option<f64>,
     /// Strategies, comma-separated: mmap-lock, per-vma, speculative, host,
     /// and no-fault, the control of page_fault1, 2 and 3: their page work
-    /// (zeroing, copying, writing) with no fault. Does not apply to lookup
+    /// (zeroing, copying, writing) with no fault. Does not apply to lookup,
+    /// reclaim, mirror and reclaim_mirror (run on the default strategy)
     #[arg(long, value_delimiter = ',', value_parser = target_parser(),
           default_value = DEFAULT_TARGETS,
           hide_possible_values = true)]
     strategy: Vec<Target>,
     /// Rmap lock kinds, comma-separated: rwsem, rwsem-spin, rwlock; for the
-    /// workloads reported per kind (fork_storm); the others use the default
-    /// (rwsem-spin)
+    /// workloads reported per kind (fork_storm, reclaim, reclaim_mirror);
+    /// the others use the default (rwsem-spin)
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_RMAP_LOCKS,
           value_parser = rmap_lock_parser(), hide_possible_values = true)]
     rmap_lock: Vec<RmapLockKind>,
@@ -384,15 +404,17 @@ pub struct Row {
     pub ns_per_op: Option<f64>,
     /// Why the row has no result.
     pub skipped: Option<String>,
-    /// The rmap lock kind of the row's arena (fork workloads).
+    /// The rmap lock kind of the row's arena (fork and reclaim workloads).
     pub rmap_lock: Option<&'static str>,
     /// Rmap lock waits over the measured windows (fork_storm).
     pub rmap_lock_waits: Option<u64>,
     /// fork_vmas: fork time with the parent's VMAs write-locked over
     /// without, minus one.
     pub fork_lock_overhead: Option<f64>,
-    /// The reclaim workload's columns.
+    /// The reclaim workloads' columns.
     pub reclaim: Option<ReclaimRow>,
+    /// The mirror workloads' columns.
+    pub mirror: Option<MirrorRow>,
 }
 
 /// The columns of a `reclaim` row.
@@ -408,8 +430,40 @@ pub struct ReclaimRow {
     pub swap_direct: bool,
     /// Frames freed per frame the clock visited.
     pub scan_efficiency: f64,
+    /// Seconds of the measured windows, all repeats together.
+    pub seconds: f64,
     /// The arena's reclaim counters over the measured windows.
     pub stats: vmspace::ReclaimStats,
+}
+
+/// The columns of a `mirror` or `reclaim_mirror` row.
+#[derive(Clone, Debug)]
+pub struct MirrorRow {
+    /// What was measured: `munmap` or `mprotect` (their cost), `fault`
+    /// (first touches), `churn` (device reads beside a churning writer),
+    /// `reclaim` (`reclaim_mirror`).
+    pub op: &'static str,
+    /// Mirrors subscribed to the address space.
+    pub mirrors: usize,
+    /// Who touched the pages of a `fault` row: `cpu` or `device`.
+    pub target: Option<&'static str>,
+    /// Device threads (each with a `Device` of the one mirror; the cost
+    /// rows' single thread uses one device per mirror).
+    pub device_threads: usize,
+    /// Threads beside the row's `threads`: the churning writer, the
+    /// `reclaim_mirror` device thread.
+    pub extra_threads: usize,
+    /// The mirrors' configuration.
+    pub config: vmspace::MirrorConfig,
+    /// The mirrors' counters over the measured windows, summed over the
+    /// mirrors.
+    pub stats: vmspace::MirrorStats,
+    /// Seconds of the measured windows.
+    pub seconds: f64,
+    /// `mprotect`: nanoseconds per downgrade (RW to R) and per upgrade back.
+    pub mprotect_ns: Option<(f64, f64)>,
+    /// `churn`: the writer's operations per second.
+    pub churn_ops_per_sec: Option<f64>,
 }
 
 /// The mixed-workload columns of a row.

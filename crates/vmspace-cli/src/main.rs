@@ -62,7 +62,8 @@ enum Command {
     /// Random concurrent operations, fault injection and a checker.
     Torture(torture_cmd::Args),
     /// Benchmark page faults, mmap and VMA lookups on every strategy and on
-    /// the host kernel (no workloads named: the default suite, with
+    /// the host kernel; fork, reclaim and MMU-notifier (device mirror)
+    /// workloads when named (no workloads named: the default suite, with
     /// results.json and plots in target/vmspace-bench/).
     Bench(bench::Args),
     /// Internal: one host-kernel measurement in a fresh process (run by bench).

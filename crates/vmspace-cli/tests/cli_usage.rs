@@ -156,7 +156,7 @@ fn bench_help_shows_defaults_and_bounds() {
     assert!(out.status.success());
     let help = stdout(&out);
     for needle in [
-        "[default: all of them but the fork workloads]",
+        "[default: all of them but the named-only ones]",
         "[default: 1,2 for page_fault1, page_fault2, page_fault3 and mmap1; 2 for the others]",
         "[default: 0.25; --quick: 0.1]",
         "[default: 3; --quick: 1]",
@@ -166,6 +166,8 @@ fn bench_help_shows_defaults_and_bounds() {
         "1..=1000",
         "page_fault1",
         "lookup",
+        "mirror",
+        "reclaim_mirror",
     ] {
         assert!(
             help.contains(needle),

@@ -318,6 +318,11 @@ impl VmEnv {
             .collect();
         VmEnv { space, files }
     }
+
+    /// The address space (a device mirror subscribes to it, `mirror.rs`).
+    pub fn space(&self) -> &Arc<AddressSpace> {
+        &self.space
+    }
 }
 
 impl Env for VmEnv {

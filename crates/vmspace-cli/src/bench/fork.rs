@@ -119,6 +119,7 @@ pub fn storm(
             rmap_lock_waits: Some(waits_total),
             fork_lock_overhead: None,
             reclaim: None,
+            mirror: None,
         });
         drop(space);
         vmspace_tree::sync::collect();
@@ -190,6 +191,7 @@ fn host_row(sizes: &Sizes, vmas: u64, threads: usize) -> Result<Row> {
         rmap_lock_waits: None,
         fork_lock_overhead: None,
         reclaim: None,
+        mirror: None,
     })
 }
 
@@ -420,6 +422,7 @@ pub fn vmas(sizes: &Sizes) -> Result<Vec<Row>> {
             rmap_lock_waits: None,
             fork_lock_overhead: Some(overhead),
             reclaim: None,
+            mirror: None,
         }
     };
     let rows = vec![row("locked", locked), row("unlocked", unlocked)];

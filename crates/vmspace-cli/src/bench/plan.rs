@@ -90,6 +90,10 @@ impl Sizes {
             Workload::Mmap1 | Workload::Lookup => 0,
             // fork.rs and reclaim.rs make arenas of their own.
             Workload::ForkStorm | Workload::ForkVmas | Workload::Reclaim => 0,
+            Workload::ReclaimMirror => 0,
+            // mirror.rs runs on the shared arena: its fault rows are
+            // page_fault1's, the other rows need less.
+            Workload::Mirror => t * self.region,
             Workload::MixedChurn | Workload::MixedReaders => {
                 (t - 1) * self.mixed_region + run::CHURN_BYTES
             }
@@ -110,8 +114,8 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// Where workloads put their scratch files (`reclaim`'s swap and data
-    /// files): the JSON document's directory, else the plots', else
+    /// Where workloads put their scratch files (the reclaim workloads' swap
+    /// and data files): the JSON document's directory, else the plots', else
     /// `target/vmspace-bench`; created if missing.
     pub fn scratch_dir(&self) -> std::io::Result<PathBuf> {
         let dir = match (&self.json, &self.plot) {
@@ -174,10 +178,12 @@ pub fn plan(args: &Args) -> Result<Plan, String> {
         .unwrap_or(0)
         + 8 * MIB;
     check_memory(footprint, available_memory())?;
+    // The mirror workload runs on the shared arena whatever `--strategy` says.
     let vm_targets = args
         .strategy
         .iter()
-        .any(|t| matches!(t, Target::Vm(_) | Target::NoFault));
+        .any(|t| matches!(t, Target::Vm(_) | Target::NoFault))
+        || workloads.contains(&Workload::Mirror);
     let outputs = if suite {
         let dir = default_dir();
         Outputs {

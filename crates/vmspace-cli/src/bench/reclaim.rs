@@ -1,6 +1,8 @@
-//! The `reclaim` workload (selected by name; not in the default suite):
+//! The reclaim workloads (selected by name; not in the default suite):
 //! faulting threads over a working set twice the memory limit, so that
-//! every other access misses and reclaim runs all the time.
+//! every other access misses and reclaim runs all the time. `reclaim` has
+//! the CPU threads alone; `reclaim_mirror` adds a device mirror and its
+//! device thread (below).
 //!
 //! One arena per row, of [`limit_pages`] frames (the memory limit), with a
 //! swap file in the results directory (`O_DIRECT` where the file system
@@ -15,6 +17,31 @@
 //! measured window); the latency histogram samples one access in
 //! [`SAMPLE`], hits and faults alike. One row per rmap lock kind
 //! (`--rmap-lock`), each with the reclaim counters of its measured window.
+//!
+//! `reclaim_mirror` (seed 003's trade-off: a spinning rmap lock, or MMU
+//! notifiers that may sleep) subscribes a [`Mirror`] to the working set's
+//! address space whose invalidations sleep [`DEVICE_SLEEP`] (one in
+//! [`SLEEP_ONE_IN`]) when they drop an entry, a device TLB flush; beside
+//! the CPU threads, [`DEVICE_THREADS`] extra device thread writes one word
+//! of a random page of the whole working set at a time through it, so the
+//! mirror holds entries of pages that reclaim wants. Reclaim's reverse-map
+//! walks may sleep under the `rwsem` kinds: there the mirror sleeps in
+//! them (`invalidations_slept`). Under the spinning `rwlock` they may not:
+//! a mirror that would sleep answers busy and reclaim passes the page by
+//! (`notifier_busy`). The row adds the mirror's counters of the measured
+//! window; `ops_per_sec` is still the address space's faults per second,
+//! which are the CPU threads' alone: the fault path a device fault runs is
+//! not in the space's fault counters (they sum its `Cpu`s').
+//!
+//! Why one sleep in [`SLEEP_ONE_IN`] and not every time: the device's page
+//! choice covers the whole working set, so under `rwlock` a mirror that
+//! always sleeps answers busy for every page it maps, for good (only an
+//! invalidation drops its entry), until its entries pin the whole memory
+//! limit and a fault fails for want of memory (a run with one in 1 did,
+//! within its first 0.2 s). A device confined to a set small enough to pin
+//! safely would touch it so often that reclaim, which gives a page the
+//! mirror used a second chance (`clear_young`) before it asks the mirror
+//! to drop it, would seldom ask.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -24,16 +51,23 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use vmspace::{
-    AddressSpace, ArenaConfig, Config, DiskStore, File, FrameAllocator, MapFlags, MapSource, Prot,
-    ReclaimConfig, ReclaimStats, RmapLockKind, SwapConfig, PAGE_SIZE,
+    AddressSpace, ArenaConfig, Config, DiskStore, File, FrameAllocator, MapFlags, MapSource,
+    Mirror, MirrorConfig, MirrorStats, Prot, ReclaimConfig, ReclaimStats, RmapLockKind, SwapConfig,
+    PAGE_SIZE,
 };
 
 use super::plan::Sizes;
-use super::{median, ReclaimRow, Row, Workload};
+use super::{median, MirrorRow, ReclaimRow, Row, Workload};
 
 const P: u64 = PAGE_SIZE;
 /// One access in this many is timed.
 const SAMPLE: u64 = 8;
+/// How long a `reclaim_mirror` invalidation sleeps (a device TLB flush).
+pub const DEVICE_SLEEP: Duration = Duration::from_micros(20);
+/// ... one time in this many (see the module documentation).
+pub const SLEEP_ONE_IN: u32 = 2;
+/// `reclaim_mirror`'s device threads, beside the CPU threads.
+pub const DEVICE_THREADS: usize = 1;
 
 /// What backs the working set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,15 +97,30 @@ pub fn limit_pages(sizes: &Sizes) -> u64 {
     }
 }
 
-/// The `reclaim` rows at `threads` threads: per backing, per rmap lock kind.
-pub fn rows(sizes: &Sizes, kinds: &[RmapLockKind], threads: usize, dir: &Path) -> Result<Vec<Row>> {
+/// The `reclaim` rows (`reclaim_mirror`'s with `device`) at `threads` CPU
+/// threads: per backing, per rmap lock kind.
+pub fn rows(
+    sizes: &Sizes,
+    kinds: &[RmapLockKind],
+    threads: usize,
+    dir: &Path,
+    device: bool,
+) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for backing in [Backing::Anon, Backing::File] {
         for &kind in kinds {
-            rows.push(row(sizes, kind, backing, threads, dir)?);
+            rows.push(row(sizes, kind, backing, threads, dir, device)?);
         }
     }
     Ok(rows)
+}
+
+/// The mirror of `reclaim_mirror`.
+fn mirror_config() -> MirrorConfig {
+    MirrorConfig {
+        invalidate_sleep: DEVICE_SLEEP,
+        sleep_one_in: SLEEP_ONE_IN,
+    }
 }
 
 /// An arena of the limit with a swap file in `dir`: `O_DIRECT` if the file
@@ -157,27 +206,45 @@ fn row(
     backing: Backing,
     threads: usize,
     dir: &Path,
+    device: bool,
 ) -> Result<Row> {
     let limit = limit_pages(sizes);
     let pages = 2 * limit;
     let (frames, direct) = arena(kind, limit, dir)?;
     let (space, base, file) = working_set(&frames, backing, pages, dir)?;
+    let mirror = device.then(|| Mirror::new(&space, mirror_config()));
     let slice = pages / threads as u64;
     let mut rates = Vec::new();
     let mut lat = super::run::histogram();
     let mut faults_total = 0;
     let mut delta = ReclaimStats::default();
+    let mut mirrored = MirrorStats::default();
+    let mut seconds = 0.0;
     for _ in 0..sizes.repeat {
-        let (faults, secs, h, d) = measure(&space, &frames, base, slice, threads, sizes)?;
-        rates.push(faults as f64 / secs);
-        faults_total += faults;
-        lat.add(&h).context("merging latency histograms")?;
-        delta = delta.plus(&d);
+        let w = measure(
+            &space,
+            &frames,
+            mirror.as_ref(),
+            base,
+            slice,
+            threads,
+            sizes,
+        )?;
+        rates.push(w.faults as f64 / w.secs);
+        faults_total += w.faults;
+        seconds += w.secs;
+        lat.add(&w.lat).context("merging latency histograms")?;
+        delta = delta.plus(&w.reclaim);
+        mirrored = super::mirror::plus(&mirrored, &w.mirror);
     }
     let ops_per_sec = median(&mut rates);
     let reclaimed = delta.reclaimed_direct + delta.reclaimed_background;
     let row = Row {
-        workload: Workload::Reclaim,
+        workload: if device {
+            Workload::ReclaimMirror
+        } else {
+            Workload::Reclaim
+        },
         strategy: Config::default().strategy.name().to_string(),
         threads,
         vmas: None,
@@ -205,29 +272,58 @@ fn row(
             } else {
                 reclaimed as f64 / delta.scanned as f64
             },
+            seconds,
             stats: delta,
         }),
+        mirror: device.then(|| MirrorRow {
+            op: "reclaim",
+            mirrors: 1,
+            target: None,
+            device_threads: DEVICE_THREADS,
+            extra_threads: DEVICE_THREADS,
+            config: mirror_config(),
+            stats: mirrored,
+            seconds,
+            mprotect_ns: None,
+            churn_ops_per_sec: None,
+        }),
     };
+    drop(mirror);
     drop(space);
     drop(file);
     vmspace_tree::sync::collect();
     Ok(row)
 }
 
-/// One measured window: (faults, seconds, sampled latency, reclaim counters
-/// of the window).
+/// One measured window.
+struct Window {
+    /// The address space's completed faults.
+    faults: u64,
+    secs: f64,
+    /// The CPU threads' sampled access latency.
+    lat: Histogram<u64>,
+    /// The arena's reclaim counters.
+    reclaim: ReclaimStats,
+    /// The mirror's counters (zero without one).
+    mirror: MirrorStats,
+}
+
+/// One measured window of the CPU threads, each over its slice, and (with
+/// `mirror`) the device threads over the whole working set.
 fn measure(
     space: &Arc<AddressSpace>,
     frames: &FrameAllocator,
+    mirror: Option<&Mirror>,
     base: u64,
     slice: u64,
     threads: usize,
     sizes: &Sizes,
-) -> Result<(u64, f64, Histogram<u64>, ReclaimStats)> {
+) -> Result<Window> {
     let stop = AtomicBool::new(false);
     let measuring = AtomicBool::new(false);
     let failed = Mutex::new(None);
-    let start = Barrier::new(threads + 1);
+    let devices = if mirror.is_some() { DEVICE_THREADS } else { 0 };
+    let start = Barrier::new(threads + devices + 1);
     let hist = Mutex::new(super::run::histogram());
     let accesses = AtomicU64::new(0);
     let mut out = None;
@@ -267,8 +363,29 @@ fn measure(
                 let _ = hist.lock().unwrap().add(&h);
             });
         }
+        let whole = slice * threads as u64;
+        for d in 0..devices as u64 {
+            let mut device = mirror.expect("devices need the mirror").device();
+            let (stop, failed, start) = (&stop, &failed, &start);
+            s.spawn(move || {
+                let mut x = 0x2545_F491_4F6C_DD1Du64 ^ (d + 1);
+                let mut n = 0u64;
+                start.wait();
+                while !stop.load(Relaxed) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if let Err(e) = device.write_u64(base + (x % whole) * P, n) {
+                        *failed.lock().unwrap() = Some(e);
+                        break;
+                    }
+                    n += 1;
+                }
+            });
+        }
         start.wait();
         std::thread::sleep(Duration::from_secs_f64(sizes.warmup));
+        let m0 = mirror.map(Mirror::stats).unwrap_or_default();
         let f0 = space.fault_stats();
         let r0 = frames.reclaim_stats();
         let t0 = Instant::now();
@@ -278,13 +395,20 @@ fn measure(
         let secs = t0.elapsed().as_secs_f64();
         let f1 = space.fault_stats();
         let r1 = frames.reclaim_stats();
+        let m1 = mirror.map(Mirror::stats).unwrap_or_default();
         stop.store(true, Relaxed);
         let faults = (f1.lockless + f1.locked) - (f0.lockless + f0.locked);
-        out = Some((faults, secs, r1.since(&r0)));
+        out = Some((faults, secs, r1.since(&r0), super::mirror::since(&m1, &m0)));
     });
     if let Some(e) = failed.into_inner().unwrap() {
         anyhow::bail!("reclaim: an access failed: {e:?}");
     }
-    let (faults, secs, delta) = out.expect("the window ran");
-    Ok((faults, secs, hist.into_inner().unwrap(), delta))
+    let (faults, secs, reclaim, mirror) = out.expect("the window ran");
+    Ok(Window {
+        faults,
+        secs,
+        lat: hist.into_inner().unwrap(),
+        reclaim,
+        mirror,
+    })
 }

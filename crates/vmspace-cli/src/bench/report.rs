@@ -201,13 +201,217 @@ pub fn table(rows: &[Row]) -> String {
     }
     fork_table(&mut out, rows);
     reclaim_table(&mut out, rows);
+    mirror_tables(&mut out, rows);
+    reclaim_mirror_table(&mut out, rows);
     out
+}
+
+/// `x / y`, 0 when `y` is.
+fn per(x: f64, y: f64) -> f64 {
+    if y == 0.0 {
+        0.0
+    } else {
+        x / y
+    }
+}
+
+/// p50 and p99 of a row's latency, short, or `-`.
+fn p50_p99(r: &Row) -> (String, String) {
+    match r.lat.as_ref().filter(|h| !h.is_empty()) {
+        Some(h) => (ns(pct(h, 0.5)), ns(pct(h, 0.99))),
+        None => ("-".into(), "-".into()),
+    }
+}
+
+/// The mirror workload's sections: the cost of munmap and mprotect with
+/// 0, 1 and 4 mirrors (nanoseconds per call), then faults per second of the
+/// CPU and of a device, and device faults under a churning writer.
+fn mirror_tables(out: &mut String, rows: &[Row]) {
+    let rows: Vec<_> = rows
+        .iter()
+        .filter(|r| r.workload == Workload::Mirror)
+        .filter_map(|r| r.mirror.as_ref().map(|m| (r, m)))
+        .collect();
+    let cost: Vec<_> = rows
+        .iter()
+        .filter(|(_, m)| matches!(m.op, "munmap" | "mprotect"))
+        .collect();
+    if !cost.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<8} {:<9} {:>3} {:>7} {:>9} {:>5} {:>8} {:>8} {:>9} {:>9} {:>17}",
+            "workload",
+            "op",
+            "thr",
+            "mirrors",
+            "ns/call",
+            "+-",
+            "p50",
+            "p99",
+            "zapped/c",
+            "wprot/c",
+            "ns down/up"
+        );
+        for (r, m) in cost {
+            let calls = r.measured_ops as f64;
+            let _ = writeln!(
+                out,
+                "{:<8} {:<9} {:>3} {:>7} {:>9.0} {:>5} {:>8} {:>8} {:>9.1} {:>9.1} {:>17}",
+                r.workload.name(),
+                m.op,
+                r.threads,
+                m.mirrors,
+                r.ns_per_op.unwrap_or(0.0),
+                spread(r),
+                p50_p99(r).0,
+                p50_p99(r).1,
+                per(m.stats.zapped as f64, calls),
+                per(m.stats.write_protected as f64, calls),
+                m.mprotect_ns
+                    .map_or("-".into(), |(d, u)| format!("{d:.0}/{u:.0}")),
+            );
+        }
+    }
+    let faults: Vec<_> = rows
+        .iter()
+        .filter(|(_, m)| matches!(m.op, "fault" | "churn"))
+        .collect();
+    if !faults.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<8} {:<6} {:>3} {:<7} {:>9} {:>5} {:>8} {:>8} {:>10} {:>9} {:>9} {:>8}",
+            "workload",
+            "op",
+            "thr",
+            "target",
+            "faults/s",
+            "+-",
+            "p50",
+            "p99",
+            "dev acc/s",
+            "retries",
+            "retry/flt",
+            "churn/s"
+        );
+        for (r, m) in faults {
+            let device = m.target == Some("device");
+            let st = &m.stats;
+            let _ = writeln!(
+                out,
+                "{:<8} {:<6} {:>3} {:<7} {:>9} {:>5} {:>8} {:>8} {:>10} {:>9} {:>9} {:>8}",
+                r.workload.name(),
+                m.op,
+                r.threads,
+                m.target.unwrap_or("-"),
+                rate(r.ops_per_sec.unwrap_or(0.0)),
+                spread(r),
+                p50_p99(r).0,
+                p50_p99(r).1,
+                if device {
+                    rate(per(st.device_accesses as f64, m.seconds))
+                } else {
+                    "-".into()
+                },
+                if device {
+                    st.fault_retries.to_string()
+                } else {
+                    "-".into()
+                },
+                if device {
+                    format!(
+                        "{:.3}",
+                        per(st.fault_retries as f64, st.device_faults as f64)
+                    )
+                } else {
+                    "-".into()
+                },
+                m.churn_ops_per_sec.map_or("-".into(), rate),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "(fault: page_fault1's first touches, by a Cpu or through a Device per thread; \
+             churn: thr device threads read random pages while one more thread \
+             DONTNEEDs and mprotects; p50/p99: sampled accesses)"
+        );
+    }
+}
+
+/// The reclaim_mirror workload's section: pages reclaimed per second and
+/// what the mirror cost per backing and rmap lock kind.
+fn reclaim_mirror_table(out: &mut String, rows: &[Row]) {
+    let rs: Vec<_> = rows
+        .iter()
+        .filter(|r| r.workload == Workload::ReclaimMirror)
+        .filter_map(|r| Some((r, r.reclaim.as_ref()?, r.mirror.as_ref()?)))
+        .collect();
+    if rs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<14} {:>3} {:<5} {:<10} {:>11} {:>9} {:>5} {:>8} {:>8} {:>10} {:>11} {:>7} {:>9} {:>11}",
+        "workload",
+        "thr",
+        "back",
+        "rmap lock",
+        "reclaimed/s",
+        "faults/s",
+        "+-",
+        "p50",
+        "p99",
+        "notif busy",
+        "mirror busy",
+        "slept",
+        "dev acc/s",
+        "dev fault/s"
+    );
+    for (r, rc, m) in rs {
+        let st = &rc.stats;
+        let reclaimed = (st.reclaimed_direct + st.reclaimed_background) as f64;
+        let (p50, p99) = p50_p99(r);
+        let _ = writeln!(
+            out,
+            "{:<14} {:>3} {:<5} {:<10} {:>11} {:>9} {:>5} {:>8} {:>8} {:>10} {:>11} {:>7} {:>9} {:>11}",
+            r.workload.name(),
+            r.threads,
+            rc.backing,
+            r.rmap_lock.unwrap_or("-"),
+            rate(per(reclaimed, rc.seconds)),
+            rate(r.ops_per_sec.unwrap_or(0.0)),
+            spread(r),
+            p50,
+            p99,
+            st.notifier_busy,
+            m.stats.busy,
+            m.stats.invalidations_slept,
+            rate(per(m.stats.device_accesses as f64, m.seconds)),
+            rate(per(m.stats.device_faults as f64, m.seconds)),
+        );
+    }
+    if let Some((_, _, m)) = rows
+        .iter()
+        .filter(|r| r.workload == Workload::ReclaimMirror)
+        .find_map(|r| Some((r, r.reclaim.as_ref()?, r.mirror.as_ref()?)))
+    {
+        let _ = writeln!(
+            out,
+            "(thr CPU threads plus {} device thread(s); mirror invalidations sleep {} us one in {}; \
+             p50/p99: the CPU threads' sampled accesses)",
+            m.extra_threads,
+            m.config.invalidate_sleep.as_micros(),
+            m.config.sleep_one_in.max(1)
+        );
+    }
 }
 
 /// The reclaim workload's section: faults/s per backing and rmap lock
 /// kind, with the reclaim counters of the measured windows.
 fn reclaim_table(out: &mut String, rows: &[Row]) {
-    let rs: Vec<_> = rows.iter().filter(|r| r.reclaim.is_some()).collect();
+    let rs: Vec<_> = rows
+        .iter()
+        .filter(|r| r.workload == Workload::Reclaim && r.reclaim.is_some())
+        .collect();
     if rs.is_empty() {
         return;
     }
@@ -449,9 +653,65 @@ pub fn row_json(r: &Row) -> Value {
         put(&mut o, "file_written", st.file_written);
         put(&mut o, "file_dropped", st.file_dropped);
         put(&mut o, "skipped_busy", st.skipped_busy);
+        put(&mut o, "notifier_busy", st.notifier_busy);
         put(&mut o, "oom", st.oom);
+        put(&mut o, "measured_seconds", m.seconds);
+        let reclaimed = (st.reclaimed_direct + st.reclaimed_background) as f64;
+        put(&mut o, "reclaimed_per_sec", per(reclaimed, m.seconds));
+    }
+    if let Some(m) = &r.mirror {
+        mirror_json(&mut o, m);
     }
     Value::Object(o)
+}
+
+/// The mirror columns of a row.
+fn mirror_json(o: &mut Map<String, Value>, m: &super::MirrorRow) {
+    let st = &m.stats;
+    put(o, "op", m.op);
+    put(o, "mirrors", m.mirrors);
+    if let Some(t) = m.target {
+        put(o, "target", t);
+    }
+    put(o, "device_threads", m.device_threads);
+    put(o, "extra_threads", m.extra_threads);
+    put(
+        o,
+        "invalidate_sleep_us",
+        m.config.invalidate_sleep.as_micros() as u64,
+    );
+    put(o, "sleep_one_in", m.config.sleep_one_in.max(1));
+    put(o, "mirror_seconds", m.seconds);
+    put(o, "device_accesses", st.device_accesses);
+    put(o, "device_faults", st.device_faults);
+    put(o, "fault_retries", st.fault_retries);
+    put(
+        o,
+        "retries_per_fault",
+        per(st.fault_retries as f64, st.device_faults as f64),
+    );
+    put(o, "invalidations", st.invalidations);
+    put(o, "invalidations_slept", st.invalidations_slept);
+    put(o, "mirror_busy", st.busy);
+    put(o, "zapped", st.zapped);
+    put(o, "write_protected", st.write_protected);
+    put(
+        o,
+        "device_accesses_per_sec",
+        per(st.device_accesses as f64, m.seconds),
+    );
+    put(
+        o,
+        "device_faults_per_sec",
+        per(st.device_faults as f64, m.seconds),
+    );
+    if let Some((down, up)) = m.mprotect_ns {
+        put(o, "downgrade_ns_per_op", down);
+        put(o, "upgrade_ns_per_op", up);
+    }
+    if let Some(x) = m.churn_ops_per_sec {
+        put(o, "churn_ops_per_sec", x);
+    }
 }
 
 /// `1.23 [1.01-1.40]`, or `-`.

@@ -305,7 +305,10 @@ pub fn measure<E: Env>(env: &E, spec: &Spec) -> Measurement {
                     Workload::ForkStorm | Workload::ForkVmas => {
                         unreachable!("the fork workloads are measured by fork.rs")
                     }
-                    Workload::Reclaim => unreachable!("reclaim is measured by reclaim.rs"),
+                    Workload::Reclaim | Workload::ReclaimMirror => {
+                        unreachable!("the reclaim workloads are measured by reclaim.rs")
+                    }
+                    Workload::Mirror => unreachable!("mirror is measured by mirror.rs"),
                 })
             })
             .collect();

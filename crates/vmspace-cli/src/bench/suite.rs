@@ -2,8 +2,10 @@
 //! through all of them in turn, aggregated into rows and paired ratios.
 //!
 //! One frame arena serves every vmspace run; before each run it is put back
-//! as new ([`fresh_arena`]). Host runs go to a fresh child process
-//! ([`run_host`]). The lookup workload has its own loop ([`run_lookup`]).
+//! as new ([`fresh_arena`]); the mirror workload (`mirror.rs`) runs on it
+//! too. Host runs go to a fresh child process ([`run_host`]). The lookup
+//! workload has its own loop ([`run_lookup`]); the other named-only
+//! workloads have theirs in `fork.rs`, `reclaim.rs` and `mirror.rs`.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -15,7 +17,9 @@ use vmspace::{FaultStats, FrameAllocator, Strategy};
 
 use super::plan::{Plan, Sizes};
 use super::run::{self, Measurement, Spec};
-use super::{env, fork, lookup, median, reclaim, MixedRow, Ratio, RatioRow, Row, Target, Workload};
+use super::{
+    env, fork, lookup, median, mirror, reclaim, MixedRow, Ratio, RatioRow, Row, Target, Workload,
+};
 
 /// What a bench measured.
 pub struct Results {
@@ -47,14 +51,35 @@ pub fn run(plan: &Plan) -> Result<Results> {
             }
             continue;
         }
-        if workload == Workload::Reclaim {
+        if matches!(workload, Workload::Reclaim | Workload::ReclaimMirror) {
             let dir = plan
                 .outputs
                 .scratch_dir()
                 .context("creating the directory of reclaim's swap file")?;
+            let device = workload == Workload::ReclaimMirror;
             for threads in plan.counts(workload) {
-                bar.set_message(format!("reclaim t={threads}"));
-                rows.extend(reclaim::rows(&plan.sizes, &plan.rmap_locks, threads, &dir)?);
+                bar.set_message(format!("{} t={threads}", workload.name()));
+                rows.extend(reclaim::rows(
+                    &plan.sizes,
+                    &plan.rmap_locks,
+                    threads,
+                    &dir,
+                    device,
+                )?);
+                bar.inc(1);
+            }
+            continue;
+        }
+        if workload == Workload::Mirror {
+            let frames = frames
+                .as_ref()
+                .context("the mirror workload needs the frame arena")?;
+            bar.set_message("mirror: munmap and mprotect cost");
+            rows.extend(mirror::cost_rows(&plan.sizes, frames)?);
+            for threads in plan.counts(workload) {
+                bar.set_message(format!("mirror t={threads}"));
+                rows.extend(mirror::fault_rows(&plan.sizes, frames, threads)?);
+                rows.push(mirror::churn_row(&plan.sizes, frames, threads)?);
                 bar.inc(1);
             }
             continue;
@@ -273,7 +298,7 @@ fn run_host(spec: &Spec) -> Result<Measurement> {
 /// --threads 1` ran out of frames on its second run without this), then puts
 /// the free lists back in address order (`FrameAllocator::redeal`), so that no
 /// run inherits the order in which the runs before it left the frames.
-fn fresh_arena(frames: &FrameAllocator) {
+pub(super) fn fresh_arena(frames: &FrameAllocator) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while frames.in_use() != 0 && std::time::Instant::now() < deadline {
         vmspace_tree::pin().flush();
@@ -334,7 +359,12 @@ fn paired_ratios(
 }
 
 /// Aggregates the runs of one cell into a row.
-fn aggregate(workload: Workload, target: Target, threads: usize, runs: Vec<Measurement>) -> Row {
+pub(super) fn aggregate(
+    workload: Workload,
+    target: Target,
+    threads: usize,
+    runs: Vec<Measurement>,
+) -> Row {
     let mut rates: Vec<f64> = runs.iter().map(|m| m.ops as f64 / m.secs).collect();
     let mut lat = run::histogram();
     let mut stats: Option<FaultStats> = None;
@@ -391,6 +421,7 @@ fn aggregate(workload: Workload, target: Target, threads: usize, runs: Vec<Measu
         rmap_lock_waits: None,
         fork_lock_overhead: None,
         reclaim: None,
+        mirror: None,
     }
 }
 
@@ -416,6 +447,7 @@ fn skipped_row(workload: Workload, target: Target, threads: usize, why: &str) ->
         rmap_lock_waits: None,
         fork_lock_overhead: None,
         reclaim: None,
+        mirror: None,
     }
 }
 
@@ -468,6 +500,7 @@ fn run_lookup(sizes: &Sizes, threads: usize, bar: &ProgressBar) -> Vec<Row> {
                 rmap_lock_waits: None,
                 fork_lock_overhead: None,
                 reclaim: None,
+                mirror: None,
             });
         }
     }

@@ -180,6 +180,7 @@ mod tests {
             rmap_lock_waits: None,
             fork_lock_overhead: None,
             reclaim: None,
+            mirror: None,
         }
     }
 
