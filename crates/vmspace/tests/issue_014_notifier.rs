@@ -627,3 +627,48 @@ fn fork_copies_a_pinned_page_at_once() {
         assert!(frames.in_use() < in_use, "unpinned, the frame was freed");
     }
 }
+
+/// Seed 003's argument, end to end: a device writes a working set twice the
+/// memory through a mirror whose every invalidation sleeps. Under the
+/// sleeping rmap locks, reclaim sleeps through the device's flushes and
+/// swaps the device's own pages out, so every write lands. Under the
+/// spinning `rwlock`, every page the device holds answers busy, nothing can
+/// be reclaimed, and the device's fault fails with a prompt out-of-memory
+/// error (no livelock).
+#[test]
+fn a_sleeping_mirror_under_the_spinning_lock_runs_out_of_memory() {
+    const FRAMES: u64 = 48;
+    for kind in RmapLockKind::ALL {
+        let frames = arena(FRAMES, kind, Some(&format!("oom-{kind:?}")));
+        let s = space(&frames, Strategy::PerVma);
+        let a = anon(&s, 2 * FRAMES, Prot::READ_WRITE);
+        let mirror = Mirror::new(
+            &s,
+            MirrorConfig {
+                invalidate_sleep: Duration::from_micros(50),
+                sleep_one_in: 1,
+            },
+        );
+        let mut dev = mirror.device();
+        let t = Instant::now();
+        let failed = (0..2 * FRAMES).find_map(|i| dev.write_u64(a + i * P, i + 1).err());
+        let st = mirror.stats();
+        if kind == RmapLockKind::Rwlock {
+            let f = failed.expect("the spinning lock cannot take the device's pages");
+            assert_eq!(f.cause, FaultCause::OutOfMemory, "{f:?}");
+            assert!(t.elapsed() < Duration::from_secs(10), "not prompt");
+            assert_eq!(st.invalidations_slept, 0, "{st:?}");
+            assert!(frames.reclaim_stats().notifier_busy > 0);
+        } else {
+            assert_eq!(failed, None, "{kind:?}: {st:?}");
+            assert!(st.invalidations_slept > 0, "{st:?}");
+            let mut cpu = s.cpu();
+            for i in 0..2 * FRAMES {
+                assert_eq!(cpu.read_u64(a + i * P).unwrap(), i + 1, "{kind:?}");
+            }
+        }
+        drop(dev);
+        s.check_invariants().unwrap();
+        frames.check_swap(&[&s]).unwrap();
+    }
+}
