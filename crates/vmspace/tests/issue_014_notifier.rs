@@ -672,3 +672,60 @@ fn a_sleeping_mirror_under_the_spinning_lock_runs_out_of_memory() {
         frames.check_swap(&[&s]).unwrap();
     }
 }
+
+/// A slow store whose first read of page 0 runs `during` (with no lock of
+/// the fault held: a slow read drops them), then reads zeros.
+struct InterruptingStore {
+    during: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl vmspace::BackingStore for InterruptingStore {
+    fn read_page(&self, pgoff: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        if pgoff == 0 {
+            if let Some(f) = self.during.lock().unwrap().take() {
+                f();
+            }
+        }
+        buf.fill(0);
+        Ok(())
+    }
+    fn write_page(&self, _: u64, _: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn is_slow(&self) -> bool {
+        true
+    }
+}
+
+/// A device fault whose resolve is interrupted by an invalidation (a
+/// `DONTNEED` elsewhere in the space, run by the store's read, after the
+/// fault's `read_begin` and before its install) retries once and then
+/// installs; the mirror ends up coherent with the CPU page table.
+#[test]
+fn an_invalidation_during_a_device_fault_makes_it_retry() {
+    for strategy in Strategy::ALL {
+        let frames = arena(64, RmapLockKind::RwsemSpin, None);
+        let s = space(&frames, strategy);
+        let other = anon(&s, 1, Prot::READ_WRITE);
+        s.cpu().write_u64(other, 1).unwrap();
+        let weak = Arc::downgrade(&s);
+        let store = InterruptingStore {
+            during: Mutex::new(Some(Box::new(move || {
+                weak.upgrade().unwrap().madvise_dontneed(other, P).unwrap();
+            }))),
+        };
+        let file = File::new(1, Box::new(store), frames.clone());
+        let m = shared_file(&s, &file, 1);
+        let mirror = Mirror::new(&s, MirrorConfig::default());
+        let mut dev = mirror.device();
+        assert_eq!(dev.read_u64(m).unwrap(), 0);
+        let st = mirror.stats();
+        assert_eq!(st.fault_retries, 1, "{strategy:?}: {st:?}");
+        assert_eq!(
+            mirror.translation(m).map(|t| t.0),
+            Some(s.debug_ptes(m, m + P)[0].frame)
+        );
+        drop(dev);
+        s.check_invariants().unwrap();
+    }
+}
