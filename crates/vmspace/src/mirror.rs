@@ -58,8 +58,9 @@ pub struct MirrorConfig {
     /// How long an invalidation that removed or downgraded entries sleeps
     /// (a device TLB flush); zero for none.
     pub invalidate_sleep: Duration,
-    /// Only one such invalidation in this many sleeps (0 and 1: every one),
-    /// so that sleeping and quick flushes mix.
+    /// Only one such invalidation in this many sleeps, picked at random (a
+    /// hash of the invalidation's number; 0 and 1: every one), so that
+    /// sleeping and quick flushes mix.
     pub sleep_one_in: u32,
 }
 
@@ -183,8 +184,7 @@ impl MmuNotifier for Shared {
         }
         let sleep = self.config.invalidate_sleep;
         let nth = c.invalidations.load(Ordering::Relaxed) + c.busy.load(Ordering::Relaxed);
-        let sleeps =
-            !sleep.is_zero() && nth.is_multiple_of(u64::from(self.config.sleep_one_in.max(1)));
+        let sleeps = !sleep.is_zero() && picked(nth, self.config.sleep_one_in);
         if !range.blockable && sleeps {
             bump(&c.busy, 1);
             return Err(Busy);
@@ -418,6 +418,19 @@ impl Device {
     }
 }
 
+/// Whether invalidation number `nth` is one of the "one in `one_in`" that
+/// sleep: a hash of `nth` (SplitMix64's finalizer), so the sleeping ones
+/// fall at random but the same ones in every run.
+fn picked(nth: u64, one_in: u32) -> bool {
+    if one_in <= 1 {
+        return true;
+    }
+    let mut x = nth.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (x ^ (x >> 31)).is_multiple_of(u64::from(one_in))
+}
+
 fn check_aligned(addr: u64, access: Access) -> Result<(), Fault> {
     if !addr.is_multiple_of(8) {
         return Err(Fault {
@@ -427,4 +440,16 @@ fn check_aligned(addr: u64, access: Access) -> Result<(), Fault> {
         });
     }
     Ok(())
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::picked;
+
+    #[test]
+    fn one_in_n_sleeps_about_one_in_n() {
+        assert!((0..100).all(|n| picked(n, 0) && picked(n, 1)));
+        let n = (0..30_000).filter(|&n| picked(n, 3)).count();
+        assert!((9_000..11_000).contains(&n), "{n} of 30000");
+    }
 }
