@@ -407,7 +407,13 @@ impl Vma {
             (Some(a), None) | (None, Some(a)) => !forked_object(a),
             (None, None) => true,
         };
-        self.same_attributes(next) && self.prot == next.prot && anon_ok
+        self.may_merge_with_next(next) && anon_ok
+    }
+
+    /// [`Vma::can_merge_with_next`] but for the anonymous objects, which a
+    /// fault may still be setting unless both VMAs are write-locked.
+    pub(crate) fn may_merge_with_next(&self, next: &Vma) -> bool {
+        self.same_attributes(next) && self.prot == next.prot
     }
 
     /// Whether `self` (below) and `next` (directly above) may share an

@@ -388,11 +388,19 @@ impl Writer<'_> {
         ) else {
             return;
         };
-        if prev.end != addr || next.start != addr || !prev.can_merge_with_next(&next) {
+        if prev.end != addr || next.start != addr || !prev.may_merge_with_next(&next) {
             return;
         }
+        // The anonymous objects are compared only once both VMAs are
+        // write-locked: a fault holding one's read lock may be giving it its
+        // object right now (`fault.rs`, `ensure_anon`), and a merge decided
+        // on what was there before would put one object's pages in a VMA of
+        // another, where the reverse map cannot find them.
         prev.write_lock(self);
         next.write_lock(self);
+        if !prev.can_merge_with_next(&next) {
+            return;
+        }
         let merged = prev.piece(prev.start, next.end, self.seq);
         if merged.anon.get().is_none() {
             if let Some(a) = next.anon.get() {

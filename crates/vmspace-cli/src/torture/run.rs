@@ -323,7 +323,11 @@ fn checkpoint(sh: &Shared, armed: Armed, tally: &mut Tally) {
         tally.violation(violation);
     }
     // The workers wait at the barrier (no forked child is alive): the
-    // window's space holds every swap entry.
+    // space's own invariants (VMAs, entries, counts, the reverse map), then
+    // the swap slots, which the window's space alone holds now.
+    if let Err(e) = sh.space.check_invariants() {
+        tally.violation(format!("the space breaks an invariant: {e}"));
+    }
     if let Err(e) = sh.space.frames().check_swap(&[&sh.space]) {
         tally.violation(format!("swap references: {e}"));
         tally.swap_check.get_or_insert(e);
