@@ -78,15 +78,58 @@ pub(super) fn judge(model: &mut Model, accesses: &mut [Access], armed: Armed) ->
         {
             continue;
         }
-        violations.push(describe(
+        let mut v = describe(
             model,
             a,
             states,
             "a value that no store, initial content or reset explains",
-        ));
+        );
+        v.push_str(&where_the_value_was(model, &cells, a));
+        violations.push(v);
     }
     violations.extend(fork::judge_children(model, armed));
     violations
+}
+
+/// For a load whose value nothing explains: where the value was an event of
+/// the candidate cells, and which definite stores superseded it (a lost
+/// write shows as the store that should have been read).
+fn where_the_value_was(model: &Model, cells: &[u32], a: &Access) -> String {
+    let mut cells = cells.to_vec();
+    cells.sort_unstable();
+    cells.dedup();
+    let mut parts = Vec::new();
+    for c in cells {
+        let Some(evs) = model.events.get(&c) else {
+            continue;
+        };
+        for x in evs.iter().filter(|x| x.value == a.value) {
+            let by: Vec<String> = evs
+                .iter()
+                .filter(|y| y.definite && y.start > x.end && y.end < a.start)
+                .take(3)
+                .map(|y| format!("{} during [{}, {}]", value_name(y.value), y.start, y.end))
+                .collect();
+            parts.push(if by.is_empty() {
+                format!(
+                    "cell {c} got it during [{}, {}], after the load",
+                    x.start, x.end
+                )
+            } else {
+                format!(
+                    "cell {c} got it during [{}, {}], superseded by {}",
+                    x.start,
+                    x.end,
+                    by.join(", ")
+                )
+            });
+        }
+    }
+    if parts.is_empty() {
+        "; no candidate cell ever got it".to_string()
+    } else {
+        format!("; {}", parts.join("; "))
+    }
 }
 
 /// The states an access during `[start, end]` may have seen: those made
