@@ -126,7 +126,29 @@ fn where_the_value_was(model: &Model, cells: &[u32], a: &Access) -> String {
         }
     }
     if parts.is_empty() {
-        "; no candidate cell ever got it".to_string()
+        // Where it went instead (a store through a stale translation lands
+        // in another cell than the model's).
+        let elsewhere: Vec<String> = model
+            .events
+            .iter()
+            .flat_map(|(c, evs)| evs.iter().map(move |x| (c, x)))
+            .filter(|(_, x)| x.value == a.value)
+            .take(3)
+            .map(|(c, x)| {
+                format!(
+                    "cell {c} ({:?}) during [{}, {}]",
+                    model.kinds[*c as usize], x.start, x.end
+                )
+            })
+            .collect();
+        if elsewhere.is_empty() {
+            "; no cell ever got it".to_string()
+        } else {
+            format!(
+                "; no candidate cell got it, the model put it in {}",
+                elsewhere.join(", ")
+            )
+        }
     } else {
         format!("; {}", parts.join("; "))
     }
