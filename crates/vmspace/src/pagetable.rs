@@ -210,8 +210,11 @@ pub(crate) struct FlushBatch {
     pub(crate) slots: Vec<SwapSlot>,
     /// Unlinked tables to free after the shootdown and a grace period.
     pub(crate) tables: Vec<DeadTable>,
-    /// Whether a removed entry was dirty.
-    pub(crate) dirty_removed: bool,
+    /// Frames whose removed entry was dirty. Their file pages are marked
+    /// dirty by the flush after the shootdown (`tlb.rs`): a store through
+    /// the entry may land until then, after a write-back that found the
+    /// entry already gone has copied the page.
+    pub(crate) dirty_frames: Vec<FrameId>,
     /// The MMU-notifier invalidations announcing this change, ended by the
     /// flush after the shootdown (`notifier.rs`).
     pub(crate) invalidations: Vec<crate::notifier::Invalidation>,
@@ -249,7 +252,7 @@ impl FlushBatch {
             frames: Vec::new(),
             slots: Vec::new(),
             tables: Vec::new(),
-            dirty_removed: false,
+            dirty_frames: Vec::new(),
             invalidations: Vec::new(),
         }
     }
@@ -587,7 +590,9 @@ impl PageTable {
                 if !new.present() {
                     frames.unmapped(old.frame());
                     batch.frames.push(old.frame());
-                    batch.dirty_removed |= replaced.has(Pte::DIRTY);
+                    if replaced.has(Pte::DIRTY) {
+                        batch.dirty_frames.push(old.frame());
+                    }
                 }
                 if !new.present() || old.0 & Pte::PERMS & !new.0 != 0 {
                     batch.page_changed(a);

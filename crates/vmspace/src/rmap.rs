@@ -305,7 +305,7 @@ impl FrameAllocator {
                 done.busy = true;
                 return;
             };
-            done.dirty |= batch.dirty_removed;
+            done.dirty |= !batch.dirty_frames.is_empty();
             space.flush(batch);
         });
         if done.busy {
@@ -354,7 +354,7 @@ impl FrameAllocator {
 
     /// A dirty entry to a file page was removed: the page's data must reach
     /// the store.
-    fn mark_owner_dirty(&self, owner: Owner) {
+    pub(crate) fn mark_owner_dirty(&self, owner: Owner) {
         if let Some((Owned::File(file), index)) = self.objects.resolve(owner) {
             file.mark_dirty(index);
         }

@@ -175,6 +175,14 @@ fn flush(
         }
     }
     cpus.shootdown();
+    // Only now can no store land through a removed entry: its file page is
+    // marked dirty after the last one (`FlushBatch::dirty_frames`).
+    for &f in &batch.dirty_frames {
+        let owner = frames.owner(f);
+        if matches!(owner, crate::frame::Owner::File { .. }) {
+            frames.mark_owner_dirty(owner);
+        }
+    }
     end_invalidations();
     for f in batch.frames {
         frames.put(f);
