@@ -417,6 +417,36 @@ pub struct Row {
     pub mirror: Option<MirrorRow>,
 }
 
+impl Row {
+    /// A row of `workload` on `strategy` at `threads` with every result
+    /// column empty: each workload sets the columns it measures and takes
+    /// the rest from here (`..Row::new(..)`).
+    pub fn new(workload: Workload, strategy: String, threads: usize) -> Row {
+        Row {
+            workload,
+            strategy,
+            threads,
+            vmas: None,
+            ops_per_sec: None,
+            min: 0.0,
+            max: 0.0,
+            runs: 0,
+            measured_ops: 0,
+            lat: None,
+            stats: None,
+            minflt: None,
+            mixed: None,
+            ns_per_op: None,
+            skipped: None,
+            rmap_lock: None,
+            rmap_lock_waits: None,
+            fork_lock_overhead: None,
+            reclaim: None,
+            mirror: None,
+        }
+    }
+}
+
 /// The columns of a `reclaim` row.
 #[derive(Clone, Debug)]
 pub struct ReclaimRow {

@@ -100,26 +100,19 @@ pub fn storm(
         }
         let ops_per_sec = median(&mut rates);
         rows.push(Row {
-            workload: Workload::ForkStorm,
-            strategy: Config::default().strategy.name().to_string(),
-            threads,
             vmas: Some(vmas),
             ops_per_sec: Some(ops_per_sec),
             min: rates[0],
             max: rates[rates.len() - 1],
             runs: rates.len(),
             measured_ops: ops_total,
-            lat: None,
-            stats: None,
-            minflt: None,
-            mixed: None,
-            ns_per_op: None,
-            skipped: None,
             rmap_lock: Some(kind.name()),
             rmap_lock_waits: Some(waits_total),
-            fork_lock_overhead: None,
-            reclaim: None,
-            mirror: None,
+            ..Row::new(
+                Workload::ForkStorm,
+                Config::default().strategy.name().to_string(),
+                threads,
+            )
         });
         drop(space);
         vmspace_tree::sync::collect();
@@ -172,26 +165,13 @@ fn host_row(sizes: &Sizes, vmas: u64, threads: usize) -> Result<Row> {
     }
     let ops_per_sec = median(&mut rates);
     Ok(Row {
-        workload: Workload::ForkStorm,
-        strategy: "host".to_string(),
-        threads,
         vmas: Some(vmas),
         ops_per_sec: Some(ops_per_sec),
         min: rates[0],
         max: rates[rates.len() - 1],
         runs: rates.len(),
         measured_ops: ops_total,
-        lat: None,
-        stats: None,
-        minflt: None,
-        mixed: None,
-        ns_per_op: None,
-        skipped: None,
-        rmap_lock: None,
-        rmap_lock_waits: None,
-        fork_lock_overhead: None,
-        reclaim: None,
-        mirror: None,
+        ..Row::new(Workload::ForkStorm, "host".to_string(), threads)
     })
 }
 
@@ -403,26 +383,16 @@ pub fn vmas(sizes: &Sizes) -> Result<Vec<Row>> {
     let row = |name: &str, mut rates: Vec<f64>| {
         let ops = median(&mut rates);
         Row {
-            workload: Workload::ForkVmas,
-            strategy: name.to_string(),
-            threads: 1,
             vmas: Some(vmas),
             ops_per_sec: Some(ops),
             min: rates[0],
             max: rates[rates.len() - 1],
             runs: rates.len(),
             measured_ops: (forks_per_run * rates.len()) as u64,
-            lat: None,
-            stats: None,
-            minflt: None,
-            mixed: None,
             ns_per_op: Some(1e9 / ops),
-            skipped: None,
             rmap_lock: Some(frames.rmap_lock_kind().name()),
-            rmap_lock_waits: None,
             fork_lock_overhead: Some(overhead),
-            reclaim: None,
-            mirror: None,
+            ..Row::new(Workload::ForkVmas, name.to_string(), 1)
         }
     };
     let rows = vec![row("locked", locked), row("unlocked", unlocked)];

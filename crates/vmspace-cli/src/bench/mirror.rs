@@ -302,25 +302,13 @@ fn cost_row(op: CostOp, mirrors: usize, runs: Vec<CostRun>) -> Row {
     }
     let rounds = (calls / 2).max(1) as f64;
     Row {
-        workload: Workload::Mirror,
-        strategy: default_strategy().name().to_string(),
-        threads: 1,
-        vmas: None,
         ops_per_sec: Some(ops_per_sec),
         min: rates[0],
         max: rates[rates.len() - 1],
         runs: rates.len(),
         measured_ops: calls,
         lat: Some(lat),
-        stats: None,
-        minflt: None,
-        mixed: None,
         ns_per_op: Some(1e9 / ops_per_sec),
-        skipped: None,
-        rmap_lock: None,
-        rmap_lock_waits: None,
-        fork_lock_overhead: None,
-        reclaim: None,
         mirror: Some(MirrorRow {
             op: op.name(),
             mirrors,
@@ -333,6 +321,7 @@ fn cost_row(op: CostOp, mirrors: usize, runs: Vec<CostRun>) -> Row {
             mprotect_ns: (op == CostOp::Mprotect).then(|| (down / rounds, up / rounds)),
             churn_ops_per_sec: None,
         }),
+        ..Row::new(Workload::Mirror, default_strategy().name().to_string(), 1)
     }
 }
 
@@ -495,10 +484,6 @@ pub fn churn_row(sizes: &Sizes, frames: &Arc<FrameAllocator>, threads: usize) ->
     }
     let ops_per_sec = median(&mut rates);
     Ok(Row {
-        workload: Workload::Mirror,
-        strategy: default_strategy().name().to_string(),
-        threads,
-        vmas: None,
         ops_per_sec: Some(ops_per_sec),
         min: rates[0],
         max: rates[rates.len() - 1],
@@ -506,15 +491,6 @@ pub fn churn_row(sizes: &Sizes, frames: &Arc<FrameAllocator>, threads: usize) ->
         measured_ops: stats.device_faults,
         lat: Some(lat),
         // No `Cpu` touches the region in the window (see the fault rows).
-        stats: None,
-        minflt: None,
-        mixed: None,
-        ns_per_op: None,
-        skipped: None,
-        rmap_lock: None,
-        rmap_lock_waits: None,
-        fork_lock_overhead: None,
-        reclaim: None,
         mirror: Some(MirrorRow {
             op: "churn",
             mirrors: 1,
@@ -527,6 +503,11 @@ pub fn churn_row(sizes: &Sizes, frames: &Arc<FrameAllocator>, threads: usize) ->
             mprotect_ns: None,
             churn_ops_per_sec: Some(churn_calls as f64 / seconds),
         }),
+        ..Row::new(
+            Workload::Mirror,
+            default_strategy().name().to_string(),
+            threads,
+        )
     })
 }
 

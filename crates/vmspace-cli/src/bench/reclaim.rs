@@ -239,15 +239,12 @@ fn row(
     }
     let ops_per_sec = median(&mut rates);
     let reclaimed = delta.reclaimed_direct + delta.reclaimed_background;
+    let workload = if device {
+        Workload::ReclaimMirror
+    } else {
+        Workload::Reclaim
+    };
     let row = Row {
-        workload: if device {
-            Workload::ReclaimMirror
-        } else {
-            Workload::Reclaim
-        },
-        strategy: Config::default().strategy.name().to_string(),
-        threads,
-        vmas: None,
         ops_per_sec: Some(ops_per_sec),
         min: rates[0],
         max: rates[rates.len() - 1],
@@ -255,13 +252,7 @@ fn row(
         measured_ops: faults_total,
         lat: Some(lat),
         stats: Some(space.fault_stats()),
-        minflt: None,
-        mixed: None,
-        ns_per_op: None,
-        skipped: None,
         rmap_lock: Some(kind.name()),
-        rmap_lock_waits: None,
-        fork_lock_overhead: None,
         reclaim: Some(ReclaimRow {
             backing: backing.name(),
             limit_pages: limit,
@@ -287,6 +278,11 @@ fn row(
             mprotect_ns: None,
             churn_ops_per_sec: None,
         }),
+        ..Row::new(
+            workload,
+            Config::default().strategy.name().to_string(),
+            threads,
+        )
     };
     drop(mirror);
     drop(space);

@@ -402,10 +402,6 @@ pub(super) fn aggregate(
         ops_per_sec = median(&mut rates);
     }
     Row {
-        workload,
-        strategy: target.name().to_string(),
-        threads,
-        vmas: None,
         ops_per_sec: Some(ops_per_sec),
         min: rates.iter().copied().fold(f64::INFINITY, f64::min),
         max: rates.iter().copied().fold(0.0, f64::max),
@@ -415,39 +411,15 @@ pub(super) fn aggregate(
         stats,
         minflt,
         mixed,
-        ns_per_op: None,
-        skipped: None,
-        rmap_lock: None,
-        rmap_lock_waits: None,
-        fork_lock_overhead: None,
-        reclaim: None,
-        mirror: None,
+        ..Row::new(workload, target.name().to_string(), threads)
     }
 }
 
 /// The row of a target that has no result for the cell, and why.
 fn skipped_row(workload: Workload, target: Target, threads: usize, why: &str) -> Row {
     Row {
-        workload,
-        strategy: target.name().to_string(),
-        threads,
-        vmas: None,
-        ops_per_sec: None,
-        min: 0.0,
-        max: 0.0,
-        runs: 0,
-        measured_ops: 0,
-        lat: None,
-        stats: None,
-        minflt: None,
-        mixed: None,
-        ns_per_op: None,
         skipped: Some(why.to_string()),
-        rmap_lock: None,
-        rmap_lock_waits: None,
-        fork_lock_overhead: None,
-        reclaim: None,
-        mirror: None,
+        ..Row::new(workload, target.name().to_string(), threads)
     }
 }
 
@@ -481,26 +453,18 @@ fn run_lookup(sizes: &Sizes, threads: usize, bar: &ProgressBar) -> Vec<Row> {
         for (i, mut rs) in rates.into_iter().enumerate() {
             let ops_per_sec = median(&mut rs);
             rows.push(Row {
-                workload: Workload::Lookup,
-                strategy: lookup::STRUCTURES[i].0.to_string(),
-                threads,
                 vmas: Some(n),
                 ops_per_sec: Some(ops_per_sec),
                 min: rs[0],
                 max: rs[rs.len() - 1],
                 runs: rs.len(),
                 measured_ops: total_ops[i],
-                lat: None,
-                stats: None,
-                minflt: None,
-                mixed: None,
                 ns_per_op: Some(threads as f64 / ops_per_sec * 1e9),
-                skipped: None,
-                rmap_lock: None,
-                rmap_lock_waits: None,
-                fork_lock_overhead: None,
-                reclaim: None,
-                mirror: None,
+                ..Row::new(
+                    Workload::Lookup,
+                    lookup::STRUCTURES[i].0.to_string(),
+                    threads,
+                )
             });
         }
     }

@@ -161,26 +161,12 @@ mod tests {
 
     fn row(workload: Workload, strategy: &str) -> Row {
         Row {
-            workload,
-            strategy: strategy.into(),
-            threads: 2,
-            vmas: None,
             ops_per_sec: Some(100.0),
             min: 100.0,
             max: 100.0,
             runs: 3,
             measured_ops: 300,
-            lat: None,
-            stats: None,
-            minflt: None,
-            mixed: None,
-            ns_per_op: None,
-            skipped: None,
-            rmap_lock: None,
-            rmap_lock_waits: None,
-            fork_lock_overhead: None,
-            reclaim: None,
-            mirror: None,
+            ..Row::new(workload, strategy.into(), 2)
         }
     }
 
