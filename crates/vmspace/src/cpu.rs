@@ -74,12 +74,7 @@ impl Cpu {
         access: Access,
         f: impl Fn(FrameId, u64) -> R,
     ) -> Result<R, Fault> {
-        let (need, used) = match access {
-            Access::Read => (Pte::READ, Pte::ACCESSED),
-            Access::Write => (Pte::WRITE, Pte::ACCESSED | Pte::DIRTY),
-            Access::Fetch => (Pte::EXEC, Pte::ACCESSED),
-        };
-        let need = need | Pte::PRESENT;
+        let (need, used) = Pte::bits_for(access);
         loop {
             self.enter();
             let pte = self.space.page_table().read_for_access(addr);

@@ -576,12 +576,7 @@ impl AddressSpace {
         faulter: &Faulter,
         out: &mut Vec<ResolvedPage>,
     ) -> Result<(), Fault> {
-        let (need, used) = match access {
-            Access::Read => (Pte::READ, Pte::ACCESSED),
-            Access::Write => (Pte::WRITE, Pte::ACCESSED | Pte::DIRTY),
-            Access::Fetch => (Pte::EXEC, Pte::ACCESSED),
-        };
-        let need = need | Pte::PRESENT;
+        let (need, used) = Pte::bits_for(access);
         let mut addr = start & !(PAGE_SIZE - 1);
         while addr < end {
             let resolved = {

@@ -130,6 +130,19 @@ impl Pte {
     /// A swap entry (not present; the slot in the frame-number bits).
     pub const SWAP: u64 = 1 << 7;
 
+    /// What an entry must have for `access` (present, and the permission),
+    /// and the bits the access sets in it (accessed, and dirty for a
+    /// write), as a hardware page walk sets them.
+    #[inline]
+    pub(crate) fn bits_for(access: crate::error::Access) -> (u64, u64) {
+        use crate::error::Access;
+        match access {
+            Access::Read => (Self::PRESENT | Self::READ, Self::ACCESSED),
+            Access::Write => (Self::PRESENT | Self::WRITE, Self::ACCESSED | Self::DIRTY),
+            Access::Fetch => (Self::PRESENT | Self::EXEC, Self::ACCESSED),
+        }
+    }
+
     /// An entry mapping `frame` with `bits` (permission and owned bits).
     pub fn new(frame: FrameId, bits: u64) -> Pte {
         Pte((u64::from(frame.0) << 12) | bits | Self::PRESENT)
