@@ -135,6 +135,10 @@ impl AddressSpace {
     /// MMU-notifier invalidations (`notifier.rs`), then the release of the
     /// batch's frames and tables (module documentation).
     pub(crate) fn flush(&self, mut batch: FlushBatch) {
+        // Most faults' installs replace nothing.
+        if batch.is_empty() && batch.invalidations.is_empty() {
+            return;
+        }
         let invalidations = std::mem::take(&mut batch.invalidations);
         flush(self.cpus(), self.frames(), batch, || {
             for inv in invalidations {
